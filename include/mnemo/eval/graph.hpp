@@ -1,0 +1,126 @@
+#pragma once
+/// \file
+/// The evaluation schedule of a set of output expressions, fixed at compile time: the
+/// distinct nodes in an order where children come first, which nodes get a buffer
+/// ("materialised") and which are computed inline inside their single consumer's loop
+/// (fusion), and every buffer's offset in one arena.
+
+#include <array>
+#include <cstddef>
+
+#include "mnemo/expr.hpp"
+
+namespace mnemo::detail {
+
+enum class node_kind { symbol, constant, elementwise, reduce_sum, matmul, outer, transpose };
+
+template <class E>
+struct kind_of {
+    static constexpr node_kind value = node_kind::constant;  // constant<N, D>, zero_tensor<S>
+};
+template <fixed_string N, class S>
+struct kind_of<symbol<N, S>> {
+    static constexpr node_kind value = node_kind::symbol;
+};
+template <class Op, class... A>
+struct kind_of<node<Op, A...>> {
+    static constexpr node_kind value = Op::kind == op_kind::elementwise  ? node_kind::elementwise
+                                       : Op::kind == op_kind::reduce_sum ? node_kind::reduce_sum
+                                       : Op::kind == op_kind::matmul     ? node_kind::matmul
+                                       : Op::kind == op_kind::outer      ? node_kind::outer
+                                                                         : node_kind::transpose;
+};
+
+inline constexpr std::size_t no_child = static_cast<std::size_t>(-1);
+
+template <class Order, class E>
+struct child_indices {
+    static constexpr std::array<std::size_t, 2> value{no_child, no_child};
+};
+template <class Order, class Op, class A>
+struct child_indices<Order, node<Op, A>> {
+    static constexpr std::array<std::size_t, 2> value{index_of_v<Order, A>, no_child};
+};
+template <class Order, class Op, class A, class B>
+struct child_indices<Order, node<Op, A, B>> {
+    static constexpr std::array<std::size_t, 2> value{index_of_v<Order, A>, index_of_v<Order, B>};
+};
+
+/// Elements of padding between buffers: each buffer starts on a 64-byte boundary.
+inline constexpr std::size_t arena_align = 16;
+
+template <class Order, class Outputs>
+struct graph;
+
+template <class... Ns, class... Outs>
+struct graph<list<Ns...>, list<Outs...>> {
+    using order = list<Ns...>;
+    using symbols = typename symbols_of<order>::type;
+    static constexpr std::size_t n = sizeof...(Ns);
+    static constexpr std::array<node_kind, n> kind{kind_of<Ns>::value...};
+    static constexpr std::array<std::array<std::size_t, 2>, n> child{child_indices<order, Ns>::value...};
+    static constexpr std::array<std::size_t, n> size{Ns::shape::size...};
+    static constexpr std::array<std::size_t, sizeof...(Outs)> outputs{index_of_v<order, Outs>...};
+
+    struct info {
+        std::array<std::size_t, n> uses{};
+        std::array<bool, n> is_output{};
+        std::array<bool, n> non_fusing_user{};  // used by a node that is not elementwise/sum
+        std::array<bool, n> non_matmul_user{};
+        std::array<bool, n> materialised{};
+        std::array<std::size_t, n> offset{};
+        std::size_t arena_size = 0;
+        std::size_t steps = 0;
+    };
+
+    static constexpr info analyse() {
+        info r{};
+        for (std::size_t o : outputs) {
+            r.is_output[o] = true;
+            ++r.uses[o];
+        }
+        for (std::size_t j = 0; j < n; ++j)
+            for (std::size_t c : child[j]) {
+                if (c == no_child) continue;
+                ++r.uses[c];
+                if (kind[j] != node_kind::elementwise && kind[j] != node_kind::reduce_sum)
+                    r.non_fusing_user[c] = true;
+                if (kind[j] != node_kind::matmul) r.non_matmul_user[c] = true;
+            }
+        for (std::size_t j = 0; j < n; ++j) {
+            bool m = false;
+            switch (kind[j]) {
+                case node_kind::symbol:
+                case node_kind::constant: m = r.is_output[j]; break;
+                case node_kind::elementwise:
+                    m = r.is_output[j] || r.uses[j] != 1 || r.non_fusing_user[j];
+                    break;
+                case node_kind::transpose: m = r.is_output[j] || r.non_matmul_user[j]; break;
+                default: m = true;
+            }
+            r.materialised[j] = m;
+            if (m) {
+                r.offset[j] = r.arena_size;
+                r.arena_size += (size[j] + arena_align - 1) / arena_align * arena_align;
+                ++r.steps;
+            }
+        }
+        return r;
+    }
+    static constexpr info facts = analyse();
+
+    /// Indices of the materialised nodes, in evaluation order.
+    static constexpr std::array<std::size_t, facts.steps> steps = [] {
+        std::array<std::size_t, facts.steps> s{};
+        std::size_t k = 0;
+        for (std::size_t j = 0; j < n; ++j)
+            if (facts.materialised[j]) s[k++] = j;
+        return s;
+    }();
+};
+
+/// The graph of the outputs `Es` (already unwrapped).
+template <class... Es>
+using graph_of = graph<typename reverse<typename topo_order<void, Es...>::type>::type, list<Es...>>;
+
+}  // namespace mnemo::detail

@@ -1,0 +1,228 @@
+#pragma once
+/// \file
+/// `plan`: evaluates a set of expressions in one call, each distinct subexpression once,
+/// into one arena allocated when the plan is made: no heap allocation per call.
+///
+/// Design note: the schedule is a straight line over the distinct node types of all the
+/// outputs, fixed at compile time (graph.hpp). Products go to BLAS; an elementwise node
+/// used once by another elementwise node or a sum is not stored but computed inside its
+/// consumer's loop, so an elementwise chain is one loop; sums are computed once, eagerly.
+/// A transpose used only by products costs nothing: it becomes a BLAS flag.
+
+#include <boost/hana.hpp>
+#include <tuple>
+#include <vector>
+
+#include "mnemo/detail/blas.hpp"
+#include "mnemo/eval/bind.hpp"
+#include "mnemo/eval/graph.hpp"
+
+namespace mnemo {
+namespace detail {
+
+template <class T, class G>
+struct context {
+    T* arena;
+    std::array<const T*, G::symbols::size> sym;
+};
+
+template <class G, std::size_t J>
+using node_at = type_at_t<typename G::order, J>;
+
+template <class T, class G, std::size_t J>
+const T* pointer(const context<T, G>& ctx) {
+    using E = node_at<G, J>;
+    if constexpr (G::facts.materialised[J]) return ctx.arena + G::facts.offset[J];
+    else {
+        static_assert(is_symbol_v<E>, "mnemo internal: pointer to a node without storage.");
+        return ctx.sym[index_of_v<typename G::symbols, E>];
+    }
+}
+
+template <class T, class G, std::size_t J>
+T value(const context<T, G>& ctx, std::size_t i);
+
+/// Entry i of node J computed from its children (J elementwise).
+template <class T, class G, std::size_t J>
+T compute(const context<T, G>& ctx, std::size_t i) {
+    using E = node_at<G, J>;
+    using Op = typename E::op;
+    constexpr auto ch = G::child[J];
+    constexpr std::size_t n0 = G::size[ch[0]];
+    if constexpr (ch[1] == no_child) return Op::apply(value<T, G, ch[0]>(ctx, n0 == 1 ? 0 : i));
+    else {
+        constexpr std::size_t n1 = G::size[ch[1]];
+        return Op::apply(value<T, G, ch[0]>(ctx, n0 == 1 ? 0 : i), value<T, G, ch[1]>(ctx, n1 == 1 ? 0 : i));
+    }
+}
+
+template <class T, class G, std::size_t J>
+inline T value(const context<T, G>& ctx, std::size_t i) {
+    using E = node_at<G, J>;
+    if constexpr (G::facts.materialised[J]) return ctx.arena[G::facts.offset[J] + i];
+    else if constexpr (G::kind[J] == node_kind::symbol) return ctx.sym[index_of_v<typename G::symbols, E>][i];
+    else if constexpr (is_constant_v<E>) return E::template value<T>();
+    else if constexpr (G::kind[J] == node_kind::constant) return T(0);
+    else return compute<T, G, J>(ctx, i);
+}
+
+/// A product operand: its data and whether BLAS must transpose it.
+template <class T, class G, std::size_t J>
+std::pair<const T*, bool> operand(const context<T, G>& ctx) {
+    if constexpr (G::kind[J] == node_kind::transpose && !G::facts.materialised[J])
+        return {pointer<T, G, G::child[J][0]>(ctx), true};
+    else return {pointer<T, G, J>(ctx), false};
+}
+
+/// Compute node J into its buffer.
+template <class T, class G, std::size_t J>
+void run_step(context<T, G>& ctx) {
+    using E = node_at<G, J>;
+    T* out = ctx.arena + G::facts.offset[J];
+    constexpr std::size_t n = G::size[J];
+    constexpr auto ch = G::child[J];
+    if constexpr (G::kind[J] == node_kind::symbol || G::kind[J] == node_kind::constant) {
+        for (std::size_t i = 0; i < n; ++i) out[i] = value<T, G, J>(ctx, i);  // an output that is a leaf
+    } else if constexpr (G::kind[J] == node_kind::elementwise) {
+        for (std::size_t i = 0; i < n; ++i) out[i] = compute<T, G, J>(ctx, i);
+    } else if constexpr (G::kind[J] == node_kind::reduce_sum) {
+        constexpr std::size_t m = G::size[ch[0]];
+        T acc[4] = {T(0), T(0), T(0), T(0)};
+        std::size_t i = 0;
+        for (; i + 4 <= m; i += 4)
+            for (std::size_t k = 0; k < 4; ++k) acc[k] += value<T, G, ch[0]>(ctx, i + k);
+        for (; i < m; ++i) acc[0] += value<T, G, ch[0]>(ctx, i);
+        out[0] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    } else if constexpr (G::kind[J] == node_kind::outer) {
+        const T* u = pointer<T, G, ch[0]>(ctx);
+        const T* v = pointer<T, G, ch[1]>(ctx);
+        constexpr std::size_t rows = G::size[ch[0]], cols = G::size[ch[1]];
+        for (std::size_t r = 0; r < rows; ++r) {
+            const T ur = u[r];
+            T* o = out + r * cols;
+            for (std::size_t c = 0; c < cols; ++c) o[c] = ur * v[c];
+        }
+    } else if constexpr (G::kind[J] == node_kind::transpose) {
+        using S = typename type_at_t<typename G::order, ch[0]>::shape;
+        const T* a = pointer<T, G, ch[0]>(ctx);
+        constexpr std::size_t rows = S::dims[0], cols = S::dims[1];
+        for (std::size_t r = 0; r < rows; ++r)
+            for (std::size_t c = 0; c < cols; ++c) out[c * rows + r] = a[r * cols + c];
+    } else {  // matmul
+        using A = type_at_t<typename G::order, ch[0]>;
+        using B = type_at_t<typename G::order, ch[1]>;
+        constexpr int m = static_cast<int>(A::shape::dims[0]);
+        constexpr int k = static_cast<int>(A::shape::dims[1]);
+        const auto [a, ta] = operand<T, G, ch[0]>(ctx);
+        const auto [b, tb] = operand<T, G, ch[1]>(ctx);
+        if constexpr (B::shape::rank == 1) {
+            // Stored A is (m, k), or (k, m) when ta.
+            blas::gemv(ta, ta ? k : m, ta ? m : k, a, b, out);
+        } else {
+            constexpr int nn = static_cast<int>(B::shape::dims[1]);
+            blas::gemm(ta, tb, m, nn, k, a, ta ? m : k, b, tb ? k : nn, out);
+        }
+    }
+    (void)sizeof(E);
+}
+
+template <class T, class G>
+using step_fn = void (*)(context<T, G>&);
+
+template <class T, class G, std::size_t... K>
+constexpr std::array<step_fn<T, G>, sizeof...(K)> make_steps(std::index_sequence<K...>) {
+    return {&run_step<T, G, G::steps[K]>...};
+}
+
+}  // namespace detail
+
+/// A compiled evaluation of the expressions `Outputs...` in scalar type `T`.
+/// Make one with `mnemo::compile<T>(e1, e2, ...)`, then call it with bindings:
+/// `auto [loss, gM] = p(M = m, x = x)`. Tensor results are views into the plan's arena,
+/// valid until its next call.
+template <class T, class... Outputs>
+class plan {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                  "mnemo: plans compute in float or double.");
+
+public:
+    using graph = detail::graph_of<unwrap_t<Outputs>...>;
+    static_assert(check::names_are_unique<typename graph::order>());
+
+    plan() : m_arena(graph::facts.arena_size + 1) {}
+
+    /// Number of distinct nodes, and of those that get a buffer.
+    static constexpr std::size_t node_count = graph::n;
+    static constexpr std::size_t buffer_count = graph::facts.steps;
+    /// Size of the arena, in elements of T.
+    static constexpr std::size_t arena_size = graph::facts.arena_size;
+
+    /// Evaluate every output with the given bindings (`sym = data`, or `bind(sym, data)`).
+    template <class... Bs>
+    auto operator()(const Bs&... bs) {
+        run(bs...);
+        return results(std::index_sequence_for<Outputs...>{});
+    }
+
+    /// Evaluate, keeping the results in the plan (read them with `get<I>()`).
+    template <class... Bs>
+    void run(const Bs&... bs) {
+        bind_all(typename graph::symbols{}, bs...);
+        static constexpr auto steps = detail::make_steps<T, graph>(std::make_index_sequence<graph::facts.steps>{});
+        for (auto step : steps) step(m_ctx);
+    }
+
+    /// Result I of the last evaluation: a `T` for a scalar, else a view of shape
+    /// (n) or (m, n) into the arena.
+    template <std::size_t I>
+    auto get() const {
+        constexpr std::size_t j = graph::outputs[I];
+        using S = typename detail::type_at_t<typename graph::order, j>::shape;
+        const T* p = m_arena.data() + graph::facts.offset[j];
+        if constexpr (S::rank == 0) return *p;
+        else {
+            std::array<std::size_t, S::rank> sh{};
+            for (std::size_t k = 0; k < S::rank; ++k) sh[k] = S::dims[k];
+            return xt::adapt(p, S::size, xt::no_ownership(), sh);
+        }
+    }
+
+private:
+    template <std::size_t... I>
+    auto results(std::index_sequence<I...>) const {
+        return std::tuple{get<I>()...};
+    }
+
+    template <class... Syms, class... Bs>
+    void bind_all(detail::list<Syms...>, const Bs&... bs) {
+        m_ctx.arena = m_arena.data();
+        auto all = boost::hana::make_tuple(&bs...);
+        std::size_t k = 0;
+        (bind_one<Syms>(all, k++), ...);
+    }
+
+    template <class Sym, class All>
+    void bind_one(const All& all, std::size_t k) {
+        namespace hana = boost::hana;
+        auto found = hana::find_if(all, [](auto p) {
+            using B = std::remove_cvref_t<decltype(*p)>;
+            return hana::bool_c<std::is_same_v<typename B::symbol_type, Sym>>;
+        });
+        static_assert(!std::is_same_v<decltype(found), hana::optional<>>,
+                      "mnemo: a symbol of this plan has no data bound to it; bind every symbol (sym = data).");
+        if constexpr (!std::is_same_v<decltype(found), hana::optional<>>)
+            m_ctx.sym[k] = detail::bound_pointer<T, Sym>(found.value()->data, m_scalars[k]);
+    }
+
+    std::vector<T> m_arena;
+    std::array<T, graph::symbols::size + 1> m_scalars{};
+    detail::context<T, graph> m_ctx{};
+};
+
+/// `compile<T>(e1, e2, ...)`: a plan evaluating the expressions together in type `T`.
+template <class T, expression... Es>
+plan<T, Es...> compile(Es...) {
+    return {};
+}
+
+}  // namespace mnemo
