@@ -87,11 +87,12 @@ void run_step(context<T, G>& ctx) {
         for (std::size_t i = 0; i < n; ++i) out[i] = compute<T, G, J>(ctx, i);
     } else if constexpr (G::kind[J] == node_kind::reduce_sum) {
         constexpr std::size_t m = G::size[ch[0]];
-        T acc[4] = {T(0), T(0), T(0), T(0)};
-        std::size_t i = 0;
-        for (; i + 4 <= m; i += 4)
+        constexpr std::size_t m4 = m / 4 * 4;
+        T acc[4] = {T(0), T(0), T(0), T(0)};  // four accumulators: a vectorisable reduction
+        for (std::size_t i = 0; i < m4; i += 4)
             for (std::size_t k = 0; k < 4; ++k) acc[k] += value<T, G, ch[0]>(ctx, i + k);
-        for (; i < m; ++i) acc[0] += value<T, G, ch[0]>(ctx, i);
+        if constexpr (m4 < m)
+            for (std::size_t i = m4; i < m; ++i) acc[0] += value<T, G, ch[0]>(ctx, i);
         out[0] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     } else if constexpr (G::kind[J] == node_kind::outer) {
         const T* u = pointer<T, G, ch[0]>(ctx);
