@@ -31,8 +31,8 @@ template <class D>
 concept contiguous_tensor = requires(const D& d) {
     d.data();
     d.shape();
+    d.strides();
     d.dimension();
-    d.layout();
 };
 
 /// Pointer to the data bound to `Sym`, after checking its shape and layout at run time.
@@ -46,7 +46,10 @@ const T* bound_pointer(const D& d, T& scalar_slot) {
         return &scalar_slot;
     } else {
         static_assert(contiguous_tensor<D>,
-                      "mnemo: bind an xtensor container (xtensor, xtensor_fixed, xarray, adaptor) or a number.");
+                      "mnemo: bind an xtensor container (xtensor, xtensor_fixed, xarray, adaptor, view) or a "
+                      "number; evaluate a lazy xtensor expression into a container first.");
+        if constexpr (!contiguous_tensor<D>) return nullptr;
+        else {
         static_assert(std::is_same_v<std::remove_cv_t<typename D::value_type>, T>,
                       "mnemo: the data's value type must be the plan's scalar type (float or double).");
         bool ok = d.dimension() == S::rank;
@@ -57,10 +60,20 @@ const T* bound_pointer(const D& d, T& scalar_slot) {
             throw std::invalid_argument("mnemo: symbol '" + std::string(Sym::name()) + "' has shape " +
                                         shape_string<S>() + " but was bound to data of shape " + got + ")");
         }
-        if (S::rank == 2 && d.layout() != xt::layout_type::row_major)
+        // Contiguous row-major storage: unit stride along the last axis, rows one after the
+        // other (a stride of a length-1 axis does not matter). Views are fine if they are.
+        const auto& st = d.strides();
+        bool contiguous = true;
+        if constexpr (S::rank >= 1)
+            contiguous = contiguous && (S::dims[S::rank - 1] == 1 || st[S::rank - 1] == 1);
+        if constexpr (S::rank == 2)
+            contiguous = contiguous && (S::dims[0] == 1 || static_cast<std::size_t>(st[0]) == S::dims[1]);
+        if (!contiguous)
             throw std::invalid_argument("mnemo: symbol '" + std::string(Sym::name()) +
-                                        "' must be bound to row-major data");
-        return d.data();
+                                        "' must be bound to contiguous row-major data");
+        if constexpr (requires { d.data_offset(); }) return d.data() + d.data_offset();
+        else return d.data();
+        }
     }
 }
 

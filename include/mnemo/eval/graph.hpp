@@ -46,7 +46,7 @@ struct child_indices<Order, node<Op, A, B>> {
     static constexpr std::array<std::size_t, 2> value{index_of_v<Order, A>, index_of_v<Order, B>};
 };
 
-/// Elements of padding between buffers: each buffer starts on a 64-byte boundary.
+/// Buffers start on multiples of 16 elements (64 bytes for float) in a 64-byte aligned arena.
 inline constexpr std::size_t arena_align = 16;
 
 template <class Order, class Outputs>
@@ -67,6 +67,7 @@ struct graph<list<Ns...>, list<Outs...>> {
         std::array<bool, n> is_output{};
         std::array<bool, n> non_fusing_user{};  // used by a node that is not elementwise/sum
         std::array<bool, n> non_matmul_user{};
+        std::array<bool, n> tensor_user{};  // used by a node with more than one entry
         std::array<bool, n> materialised{};
         std::array<std::size_t, n> offset{};
         std::size_t arena_size = 0;
@@ -86,6 +87,7 @@ struct graph<list<Ns...>, list<Outs...>> {
                 if (kind[j] != node_kind::elementwise && kind[j] != node_kind::reduce_sum)
                     r.non_fusing_user[c] = true;
                 if (kind[j] != node_kind::matmul) r.non_matmul_user[c] = true;
+                if (size[j] > 1) r.tensor_user[c] = true;
             }
         for (std::size_t j = 0; j < n; ++j) {
             bool m = false;
@@ -93,7 +95,9 @@ struct graph<list<Ns...>, list<Outs...>> {
                 case node_kind::symbol:
                 case node_kind::constant: m = r.is_output[j]; break;
                 case node_kind::elementwise:
-                    m = r.is_output[j] || r.uses[j] != 1 || r.non_fusing_user[j];
+                    // A scalar feeding a tensor loop is stored, not recomputed per entry.
+                    m = r.is_output[j] || r.uses[j] != 1 || r.non_fusing_user[j] ||
+                        (size[j] == 1 && r.tensor_user[j]);
                     break;
                 case node_kind::transpose: m = r.is_output[j] || r.non_matmul_user[j]; break;
                 default: m = true;

@@ -10,6 +10,7 @@
 /// A transpose used only by products costs nothing: it becomes a BLAS flag.
 
 #include <boost/hana.hpp>
+#include <xsimd/memory/xsimd_aligned_allocator.hpp>
 #include <tuple>
 #include <vector>
 
@@ -205,17 +206,20 @@ private:
     template <class Sym, class All>
     void bind_one(const All& all, std::size_t k) {
         namespace hana = boost::hana;
-        auto found = hana::find_if(all, [](auto p) {
+        auto is_sym = [](auto p) {
             using B = std::remove_cvref_t<decltype(*p)>;
             return hana::bool_c<std::is_same_v<typename B::symbol_type, Sym>>;
-        });
+        };
+        using times = decltype(hana::count_if(all, is_sym));
+        static_assert(times::value <= 1, "mnemo: a symbol is bound twice in one evaluation.");
+        auto found = hana::find_if(all, is_sym);
         static_assert(!std::is_same_v<decltype(found), hana::optional<>>,
                       "mnemo: a symbol of this plan has no data bound to it; bind every symbol (sym = data).");
         if constexpr (!std::is_same_v<decltype(found), hana::optional<>>)
             m_ctx.sym[k] = detail::bound_pointer<T, Sym>(found.value()->data, m_scalars[k]);
     }
 
-    std::vector<T> m_arena;
+    std::vector<T, xsimd::aligned_allocator<T, 64>> m_arena;
     std::array<T, graph::symbols::size + 1> m_scalars{};
     detail::context<T, graph> m_ctx{};
 };

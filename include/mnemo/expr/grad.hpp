@@ -133,7 +133,7 @@ struct backprop {
 
 /// `grad(f, x)`: the gradient of the scalar expression `f` with respect to the symbol `x`,
 /// an expression of `x`'s shape. It can be differentiated again:
-/// `grad(sum(grad(f, M) * U), K)` is a mixed second derivative.
+/// `grad(sum(hadamard(grad(f, M), U)), K)` is a mixed second derivative.
 struct grad_fn {
     template <expression F, expression X>
     constexpr auto operator()(F, X) const {

@@ -76,20 +76,26 @@ struct neg_op {
 
 namespace detail {
 
-constexpr std::int64_t checked(__int128 v) {
-    if (v > INT64_MAX || v < INT64_MIN) throw "mnemo: constant folding overflowed 64-bit integers";
-    return static_cast<std::int64_t>(v);
+// Exact rational arithmetic on 64-bit integers; an overflow stops compilation (a throw in
+// a constant expression is an error).
+constexpr std::int64_t mul64(std::int64_t a, std::int64_t b) {
+    std::int64_t r = 0;
+    if (__builtin_mul_overflow(a, b, &r)) throw "mnemo: constant folding overflowed 64-bit integers";
+    return r;
+}
+constexpr std::int64_t add64(std::int64_t a, std::int64_t b) {
+    std::int64_t r = 0;
+    if (__builtin_add_overflow(a, b, &r)) throw "mnemo: constant folding overflowed 64-bit integers";
+    return r;
 }
 template <class A, class B>
-using const_add = make_constant<checked(__int128(A::num) * B::den + __int128(B::num) * A::den),
-                                checked(__int128(A::den) * B::den)>;
+using const_add = make_constant<add64(mul64(A::num, B::den), mul64(B::num, A::den)), mul64(A::den, B::den)>;
 template <class A, class B>
-using const_sub = make_constant<checked(__int128(A::num) * B::den - __int128(B::num) * A::den),
-                                checked(__int128(A::den) * B::den)>;
+using const_sub = make_constant<add64(mul64(A::num, B::den), -mul64(B::num, A::den)), mul64(A::den, B::den)>;
 template <class A, class B>
-using const_mul = make_constant<checked(__int128(A::num) * B::num), checked(__int128(A::den) * B::den)>;
+using const_mul = make_constant<mul64(A::num, B::num), mul64(A::den, B::den)>;
 template <class A, class B>
-using const_div = make_constant<checked(__int128(A::num) * B::den), checked(__int128(A::den) * B::num)>;
+using const_div = make_constant<mul64(A::num, B::den), mul64(A::den, B::num)>;
 
 /// `e` given the shape `R` of a broadcast result: a scalar becomes `fill<R>(e)`.
 template <class R, class E>

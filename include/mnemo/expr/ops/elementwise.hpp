@@ -174,7 +174,7 @@ constexpr auto unary_fn<Op>::operator()([[maybe_unused]] A a) const {
 template <int N>
 template <expression A>
 constexpr auto ipow_fn<N>::operator()([[maybe_unused]] A a) const {
-    static_assert(N >= 0, "mnemo: ipow<N> needs N >= 0; write 1 / ipow<N>(a) for a negative power.");
+    static_assert(N >= 0, "mnemo: ipow<N> needs N >= 0; write c<1> / ipow<N>(a) for a negative power.");
     if constexpr (N == 0) return detail::broadcast_to<shape_of<A>>(c<1>);
     else if constexpr (N == 1) return a;
     else if constexpr (is_zero_v<A>) return a;

@@ -25,6 +25,10 @@ template <fixed_string Op, class A, class B>
 inline constexpr bool product_shapes_match =
     A::rank == 2 && B::rank >= 1 && A::dims[A::rank - 1] == B::dims[0];
 
+/// huber(r, delta): delta a scalar or of r's shape.
+template <class R, class D>
+inline constexpr bool huber_delta_shape = D::rank == 0 || std::is_same_v<R, D>;
+
 template <fixed_string Op, class A>
 inline constexpr bool is_vector_shape = A::rank == 1;
 template <fixed_string Op, class A>

@@ -54,9 +54,10 @@ struct huber_op {
 
 template <expression R, expression D>
 constexpr auto huber_fn::operator()(R, D) const {
-    static_assert(check::shapes_match<"huber", shape_of<R>, shape_of<D>>,
+    static_assert(check::huber_delta_shape<shape_of<R>, shape_of<D>>,
                   "mnemo: huber(r, delta) needs delta to be a scalar or of r's shape.");
-    return node<huber_op, R, D>{};
+    if constexpr (!check::huber_delta_shape<shape_of<R>, shape_of<D>>) return constant<0>{};
+    else return node<huber_op, R, D>{};
 }
 
 }  // namespace mnemo

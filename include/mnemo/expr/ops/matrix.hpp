@@ -91,7 +91,8 @@ constexpr auto operator*([[maybe_unused]] A a, [[maybe_unused]] B b) {
     else {
         static_assert(check::is_matrix_shape<"operator* (a vector times a matrix is not defined; write transpose(A) * v)", SA>,
                       "mnemo: operator* with a matrix operand needs the matrix on the left.");
-        return detail::matmul(a, b);
+        if constexpr (SA::rank == 2) return detail::matmul(a, b);
+        else return zero_of<SB>{};
     }
 }
 
@@ -124,10 +125,14 @@ constexpr auto outer_fn::operator()(A, B) const {
 struct dot_fn {
     template <expression A, expression B>
     constexpr auto operator()([[maybe_unused]] A a, [[maybe_unused]] B b) const {
+        static_assert(check::is_vector_shape<"dot (first operand)", shape_of<A>> &&
+                          check::is_vector_shape<"dot (second operand)", shape_of<B>>,
+                      "mnemo: dot(u, v) needs two vectors.");
         static_assert(check::shapes_match<"dot", shape_of<A>, shape_of<B>> &&
                           std::is_same_v<shape_of<A>, shape_of<B>>,
                       "mnemo: dot(u, v) needs two vectors of the same size.");
-        return sum(hadamard(a, b));
+        if constexpr (std::is_same_v<shape_of<A>, shape_of<B>>) return sum(hadamard(a, b));
+        else return constant<0>{};
     }
 };
 inline constexpr dot_fn dot{};
