@@ -1,0 +1,3 @@
+#include <mnemo/mnemo.hpp>
+
+int main() { return 0; }
