@@ -12,5 +12,6 @@
 #include "mnemo/expr/ops/huber.hpp"
 #include "mnemo/expr/ops/matrix.hpp"
 #include "mnemo/expr/ops/reduction.hpp"
+#include "mnemo/expr/ops/stop_gradient.hpp"
 #include "mnemo/expr/print.hpp"
 #include "mnemo/expr/shape.hpp"

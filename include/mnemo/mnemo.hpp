@@ -5,4 +5,5 @@
 
 #include "mnemo/eval.hpp"
 #include "mnemo/expr.hpp"
+#include "mnemo/memory.hpp"
 #include "mnemo/version.hpp"

@@ -48,6 +48,21 @@ struct push_back<list<Ts...>, T> {
     using type = list<Ts..., T>;
 };
 
+template <class... Ls>
+struct list_cat;
+template <>
+struct list_cat<> {
+    using type = list<>;
+};
+template <class... A>
+struct list_cat<list<A...>> {
+    using type = list<A...>;
+};
+template <class... A, class... B, class... R>
+struct list_cat<list<A...>, list<B...>, R...> {
+    using type = typename list_cat<list<A..., B...>, R...>::type;
+};
+
 template <std::size_t I, class T>
 struct indexed {};
 

@@ -72,6 +72,12 @@ struct contribution<node<Op, A...>, I, G> {
     using type = decltype(unbroadcast<typename type_at_t<list<A...>, I>::shape>(raw{}));
 };
 
+/// Whether the adjoint of `E` is needed: it contains `X`, or (X void: every gradient at
+/// once) it is not a constant.
+template <class E, class X>
+inline constexpr bool adjoint_wanted =
+    std::is_void_v<X> ? !(is_constant_v<E> || is_zero_v<E>) : contains<E, X>::value;
+
 template <class Map, class Node, class G, class X, class Seq>
 struct push_children {
     using type = Map;
@@ -88,7 +94,7 @@ template <class Map, class Op, class... A, class G, class X, std::size_t I, std:
 struct push_children<Map, node<Op, A...>, G, X, std::index_sequence<I, Is...>> {
     using child = type_at_t<list<A...>, I>;
     using next = typename accumulate_if<Map, node<Op, A...>, contribution<node<Op, A...>, I, G>, X,
-                                        contains<child, X>::value>::type;
+                                        adjoint_wanted<child, X>>::type;
     using type = typename push_children<next, node<Op, A...>, G, X, std::index_sequence<Is...>>::type;
 };
 
@@ -121,11 +127,19 @@ struct backprop_pass<Map, list<N1, N2, N3, N4, T...>, X> {
     using type = typename backprop_pass<m4, list<T...>, X>::type;
 };
 
+/// The adjoints of every node of `F` (`X` void), or of the nodes that contain `X`.
+template <class F, class X>
+struct backprop_map {
+    using order = typename topo_order<X, F>::type;
+    using type = typename backprop_pass<adjoint_map<entry<F, constant<1>>>, order, X>::type;
+};
+
+/// The gradient of `F` with respect to the symbol `X`. One pass over the whole DAG of `F`
+/// serves every symbol: the gradients of one expression with respect to several symbols
+/// (a loss and all its meta-parameters) share it, instead of one pass each.
 template <class F, class X>
 struct backprop {
-    using order = typename topo_order<X, F>::type;
-    using map = typename backprop_pass<adjoint_map<entry<F, constant<1>>>, order, X>::type;
-    using found = lookup_t<map, X>;
+    using found = lookup_t<typename backprop_map<F, void>::type, X>;
     using type = std::conditional_t<std::is_same_v<found, absent>, zero_of<typename X::shape>, found>;
 };
 
