@@ -86,32 +86,37 @@ inline std::vector<std::string> key_order() {
 }
 
 // The five problems (reference-problems table).
-inline auto make_seed() {
-    problem<linear_const_l1<10>> p("seed", 1, true);
+template <class T = double>
+auto make_seed() {
+    problem<linear_const_l1<10>, T> p("seed", 1, true);
     p.hyper[mm::const_gates::eta] = 0.9;
     p.hyper[mm::const_gates::alpha] = 0.1;
     p.hyper[mm::const_gates::theta] = 0.1;
     return p;
 }
-inline auto make_seq_linear() {
-    problem<linear_const<8>> p("seq_linear", 16, false);
+template <class T = double>
+auto make_seq_linear() {
+    problem<linear_const<8>, T> p("seq_linear", 16, false);
     p.hyper[mm::const_gates::eta] = 0.9;
     p.hyper[mm::const_gates::alpha] = 0.05;
     p.hyper[mm::const_gates::theta] = 0.05;
     return p;
 }
-inline auto make_seq_gated() {
-    problem<linear_data<8>> p("seq_gated", 16, false);
+template <class T = double>
+auto make_seq_gated() {
+    problem<linear_data<8>, T> p("seq_gated", 16, false);
     p.hyper[mm::data_gates<8>::theta_max] = 0.1;
     return p;
 }
-inline auto make_seq_mlp() {
-    problem<mlp_data<6, 12>> p("seq_mlp", 10, false);
+template <class T = double>
+auto make_seq_mlp() {
+    problem<mlp_data<6, 12>, T> p("seq_mlp", 10, false);
     p.hyper[mm::data_gates<6>::theta_max] = 0.1;
     return p;
 }
-inline auto make_chunked() {
-    problem<linear_data<8>> p("chunked", 16, false);
+template <class T = double>
+auto make_chunked() {
+    problem<linear_data<8>, T> p("chunked", 16, false);
     p.hyper[mm::data_gates<8>::theta_max] = 0.02;
     p.options.chunk = 4;
     return p;

@@ -4,6 +4,7 @@
 /// forward and meta-gradient over whole sequences.
 
 #include "mnemo/memory/gates.hpp"
+#include "mnemo/memory/heads.hpp"
 #include "mnemo/memory/losses.hpp"
 #include "mnemo/memory/models.hpp"
 #include "mnemo/memory/params.hpp"

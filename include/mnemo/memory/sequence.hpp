@@ -30,6 +30,9 @@ struct run_options {
     /// The outer loss is `loss_scale * sum_t loss_t`, summed over the batch; 0 means
     /// 1 / (B T), the mean over tokens and sequences.
     double loss_scale = 0;
+    /// Run the chunked form's compiled step even when `chunk` is 1 (it then computes the
+    /// sequential form another way: for tests and ablations).
+    bool chunked_form = false;
 };
 
 /// The state of one sequence's memory between calls (streaming): the memory tensors, their
@@ -433,7 +436,7 @@ private:
             T* sur = r.surprise.data() + s * L;
             const state_type* fa = final_adjoints ? &(*final_adjoints)[s] : nullptr;
             state_type* ia = backward ? &r.initial_adjoints[s] : nullptr;
-            if (opt.chunk == 1)
+            if (opt.chunk == 1 && !opt.chunked_form)
                 run_sequence<seq_forward_plan, seq_backward_plan, false>(m_seq_fwd, m_seq_bwd, p, h, tok, tgt, L,
                                                                          opt, scale, r.states[s], y, sur, r.loss,
                                                                          backward, fa, &r.grads, ia, work);
