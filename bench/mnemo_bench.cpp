@@ -1,0 +1,71 @@
+// mnemo_bench --config NAME [--threads N] [--json] [--seconds S] [--tokens T] [--checkpoint C]
+//
+// Times one meta-gradient step of a benchmark configuration (seed, seq64, batch64, mlp64,
+// chunk64, big256): warm-up, then timed steps for a few seconds. With --json it prints one
+// line: name, threads, median and minimum seconds per step, runs, loss, tokens per second,
+// peak RSS. --tokens overrides the sequence length and --checkpoint the checkpoint interval
+// (memory measurements).
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "mnemo_bench/common.hpp"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace {
+int usage(const char* argv0) {
+    std::fprintf(stderr,
+                 "usage: %s --config seed|seq64|batch64|mlp64|chunk64|big256 [--threads N] [--json] [--seconds S] "
+                 "[--tokens T] [--checkpoint C] [--runs N]\n",
+                 argv0);
+    return 2;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+    bench::options o;
+    bool json = false;
+    try {
+        for (int i = 1; i < argc; ++i) {
+            const std::string a = argv[i];
+            auto next = [&]() -> std::string {
+                if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
+                return argv[++i];
+            };
+            if (a == "--config") o.config = next();
+            else if (a == "--threads") o.threads = std::stoi(next());
+            else if (a == "--json") json = true;
+            else if (a == "--seconds") o.seconds = std::stod(next());
+            else if (a == "--tokens") o.tokens = std::stoul(next());
+            else if (a == "--checkpoint") o.checkpoint = std::stoul(next());
+            else if (a == "--runs") o.max_runs = std::stoi(next());
+            else return usage(argv[0]);
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "mnemo_bench: %s\n", e.what());
+        return usage(argv[0]);
+    }
+    if (o.threads < 1) return usage(argv[0]);
+    openblas_set_num_threads(o.threads);
+
+    bench::result r;
+    if (o.config == "seed") r = bench::run_seed(o);
+    else if (o.config == "seq64") r = bench::run_linear64(o, "seq64", 1, 1);
+    else if (o.config == "batch64") r = bench::run_linear64(o, "batch64", 16, 1);
+    else if (o.config == "chunk64") r = bench::run_linear64(o, "chunk64", 16, 16);
+    else if (o.config == "mlp64") r = bench::run_mlp64(o);
+    else if (o.config == "big256") r = bench::run_big256(o);
+    else return usage(argv[0]);
+
+    if (json)
+        std::printf("{\"name\": \"%s\", \"threads\": %d, \"median_s\": %.6g, \"min_s\": %.6g, \"runs\": %d, \"loss\": "
+                    "%.6g, \"tokens_per_s\": %.6g, \"peak_rss_mb\": %.1f}\n",
+                    r.name.c_str(), r.threads, r.median_s, r.min_s, r.runs, r.loss, r.tokens_per_s, r.peak_rss_mb);
+    else
+        std::printf("%s: B=%zu T=%zu d=%zu threads=%d  median %.3f ms  min %.3f ms  (%d runs)  loss %.6g  %.0f "
+                    "tokens/s  peak RSS %.1f MB\n",
+                    r.name.c_str(), r.batch, r.length, r.d, r.threads, r.median_s * 1e3, r.min_s * 1e3, r.runs,
+                    r.loss, r.tokens_per_s, r.peak_rss_mb);
+    return 0;
+}

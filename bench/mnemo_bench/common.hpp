@@ -1,0 +1,129 @@
+// The benchmark configurations of mnemo_bench: one meta-gradient step (forward through
+// every inner update of B sequences of T tokens, then the backward to every meta-parameter)
+// on the model of the reference problems with data gates, l2 inner loss and mse outer loss,
+// in float32, with random values.
+#pragma once
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <mnemo/mnemo.hpp>
+
+namespace bench {
+
+struct options {
+    std::string config;
+    int threads = 1;
+    double seconds = 3.0;
+    std::size_t tokens = 0;      // 0: the configuration's T
+    std::size_t checkpoint = 0;  // 0: default (about sqrt(T))
+    int max_runs = 0;            // 0: as many as fit in `seconds`
+};
+
+struct result {
+    std::string name;
+    int threads = 1;
+    double median_s = 0, min_s = 0;
+    int runs = 0;
+    double loss = 0;
+    double tokens_per_s = 0;
+    double peak_rss_mb = 0;
+    std::size_t batch = 0, length = 0, d = 0;
+};
+
+inline double peak_rss_mb() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return double(u.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+template <class Tensor>
+void fill_normal(Tensor& a, std::mt19937& rng, double stddev, double mean = 0.0) {
+    std::normal_distribution<double> dist(mean, stddev);
+    for (std::size_t i = 0; i < a.size(); ++i) a.data()[i] = static_cast<typename Tensor::value_type>(dist(rng));
+}
+
+/// Runs one configuration: B sequences of T tokens of the memory `Spec`.
+template <class Spec>
+result run(const std::string& name, std::size_t batch, std::size_t length, std::size_t chunk, const options& opt) {
+    namespace mm = mnemo::memory;
+    using T = float;
+    using memory_type = mm::sequence_memory<Spec, T>;
+    using sy = mm::step_symbols<Spec>;
+    constexpr std::size_t d = Spec::d;
+    if (opt.tokens) length = opt.tokens;
+
+    std::mt19937 rng(12345);
+    typename memory_type::parameters_type p;
+    typename memory_type::hyperparameters_type h;
+    using G = typename Spec::gates;
+    h[G::theta_max] = T(0.1);
+    const double proj = 1.0 / std::sqrt(double(d));
+    fill_normal(p[typename sy::wk{}], rng, proj);
+    fill_normal(p[typename sy::wv{}], rng, proj);
+    fill_normal(p[typename sy::wq{}], rng, proj);
+    fill_normal(p[G::wa], rng, 0.01);
+    fill_normal(p[G::we], rng, 0.01);
+    fill_normal(p[G::wt], rng, 0.01);
+    p[G::ba] = T(-2);
+    p[G::be] = T(1);
+    p[G::bt] = T(0);
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+        // Linear memory: N(0, 0.01); MLP: N(0, 1 / fan_in).
+        (fill_normal(p.template m0<I>(), rng,
+                     memory_type::n == 1 ? 0.1
+                                         : 1.0 / std::sqrt(double(p.template m0<I>().shape()[1]))),
+         ...);
+    }(std::make_index_sequence<memory_type::n>{});
+    xt::xtensor<T, 3> tokens(std::array<std::size_t, 3>{batch, length, d});
+    xt::xtensor<T, 3> targets(std::array<std::size_t, 3>{batch, length, memory_type::d_out});
+    fill_normal(tokens, rng, proj);
+    fill_normal(targets, rng, proj);
+
+    mm::run_options ro;
+    ro.chunk = chunk;
+    ro.checkpoint = opt.checkpoint;
+    memory_type memory;
+    result r;
+    r.name = name;
+    r.threads = opt.threads;
+    r.batch = batch;
+    r.length = length;
+    r.d = d;
+    std::vector<double> times;
+    using clock = std::chrono::steady_clock;
+    auto step = [&] {
+        auto t0 = clock::now();
+        auto out = memory.meta_gradient(p, h, tokens, targets, ro);
+        times.push_back(std::chrono::duration<double>(clock::now() - t0).count());
+        r.loss = double(out.loss);
+    };
+    step();  // warm-up
+    times.clear();
+    const auto start = clock::now();
+    do {
+        step();
+    } while ((opt.max_runs == 0 || int(times.size()) < opt.max_runs) &&
+             (std::chrono::duration<double>(clock::now() - start).count() < opt.seconds || times.size() < 3));
+    std::sort(times.begin(), times.end());
+    r.runs = int(times.size());
+    r.median_s = times[times.size() / 2];
+    r.min_s = times.front();
+    r.tokens_per_s = double(batch * length) / r.median_s;
+    r.peak_rss_mb = peak_rss_mb();
+    return r;
+}
+
+// One function per memory type, each in its own translation unit (compile cost).
+result run_seed(const options&);
+result run_linear64(const options&, const std::string& name, std::size_t batch, std::size_t chunk);
+result run_mlp64(const options&);
+result run_big256(const options&);
+
+}  // namespace bench
