@@ -33,10 +33,11 @@ using node_at = type_at_t<typename G::order, J>;
 template <class T, class G, std::size_t J>
 const T* pointer(const context<T, G>& ctx) {
     using E = node_at<G, J>;
-    if constexpr (G::facts.materialised[J]) return ctx.arena + G::facts.offset[J];
+    // A symbol is read where it is bound, even when it is also an output (then copied).
+    if constexpr (G::kind[J] == node_kind::symbol) return ctx.sym[index_of_v<typename G::symbols, E>];
     else {
-        static_assert(is_symbol_v<E>, "mnemo internal: pointer to a node without storage.");
-        return ctx.sym[index_of_v<typename G::symbols, E>];
+        static_assert(G::facts.materialised[J], "mnemo internal: pointer to a node without storage.");
+        return ctx.arena + G::facts.offset[J];
     }
 }
 
@@ -60,10 +61,12 @@ T compute(const context<T, G>& ctx, std::size_t i) {
 template <class T, class G, std::size_t J>
 inline T value(const context<T, G>& ctx, std::size_t i) {
     using E = node_at<G, J>;
-    if constexpr (G::facts.materialised[J]) return ctx.arena[G::facts.offset[J] + i];
-    else if constexpr (G::kind[J] == node_kind::symbol) return ctx.sym[index_of_v<typename G::symbols, E>][i];
+    // Leaves first: a leaf that is also an output has a buffer, which its own step fills
+    // from here.
+    if constexpr (G::kind[J] == node_kind::symbol) return ctx.sym[index_of_v<typename G::symbols, E>][i];
     else if constexpr (is_constant_v<E>) return E::template value<T>();
     else if constexpr (G::kind[J] == node_kind::constant) return T(0);
+    else if constexpr (G::facts.materialised[J]) return ctx.arena[G::facts.offset[J] + i];
     else return compute<T, G, J>(ctx, i);
 }
 
