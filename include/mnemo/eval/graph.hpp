@@ -123,8 +123,15 @@ struct graph<list<Ns...>, list<Outs...>> {
     }();
 };
 
-/// The graph of the outputs `Es` (already unwrapped).
-template <class... Es>
-using graph_of = graph<typename reverse<typename topo_order<void, Es...>::type>::type, list<Es...>>;
+/// The graph of the outputs `Outputs` (as the user wrote them).
+///
+/// Design note: this is a class, not an alias of `graph<...>`: every evaluation function is
+/// a template of its graph type, and an alias would put the whole list of node types into
+/// each of their names (compile time and memory go into mangling them). The class's name
+/// holds only the outputs as written, where derivatives are the short `derivative<F, X>`.
+template <class... Outputs>
+struct graph_of
+    : graph<typename reverse<typename topo_order<void, unwrap_t<Outputs>...>::type>::type, list<unwrap_t<Outputs>...>> {
+};
 
 }  // namespace mnemo::detail

@@ -151,7 +151,7 @@ class plan {
                   "mnemo: plans compute in float or double.");
 
 public:
-    using graph = detail::graph_of<unwrap_t<Outputs>...>;
+    using graph = detail::graph_of<Outputs...>;
     static_assert(check::names_are_unique<typename graph::order>());
 
     plan() : m_arena(graph::facts.arena_size + 1) {}
@@ -202,24 +202,30 @@ private:
     void bind_all(detail::list<Syms...>, const Bs&... bs) {
         m_ctx.arena = m_arena.data();
         auto all = boost::hana::make_tuple(&bs...);
+        using bound = detail::list<typename Bs::symbol_type...>;
         std::size_t k = 0;
-        (bind_one<Syms>(all, k++), ...);
+        (bind_one<Syms, bound>(all, k++), ...);
     }
 
-    template <class Sym, class All>
+    template <class Sym, class... Bound>
+    static constexpr std::array<std::size_t, 2> find_binding(detail::list<Bound...>) {
+        constexpr bool hit[] = {std::is_same_v<Bound, Sym>..., false};
+        std::size_t first = sizeof...(Bound), count = 0;
+        for (std::size_t i = 0; i < sizeof...(Bound); ++i)
+            if (hit[i]) {
+                if (count++ == 0) first = i;
+            }
+        return {first, count};
+    }
+
+    template <class Sym, class Bound, class All>
     void bind_one(const All& all, std::size_t k) {
-        namespace hana = boost::hana;
-        auto is_sym = [](auto p) {
-            using B = std::remove_cvref_t<decltype(*p)>;
-            return hana::bool_c<std::is_same_v<typename B::symbol_type, Sym>>;
-        };
-        using times = decltype(hana::count_if(all, is_sym));
-        static_assert(times::value <= 1, "mnemo: a symbol is bound twice in one evaluation.");
-        auto found = hana::find_if(all, is_sym);
-        static_assert(!std::is_same_v<decltype(found), hana::optional<>>,
+        constexpr auto found = find_binding<Sym>(Bound{});
+        static_assert(found[1] <= 1, "mnemo: a symbol is bound twice in one evaluation.");
+        static_assert(found[1] >= 1,
                       "mnemo: a symbol of this plan has no data bound to it; bind every symbol (sym = data).");
-        if constexpr (!std::is_same_v<decltype(found), hana::optional<>>)
-            m_ctx.sym[k] = detail::bound_pointer<T, Sym>(found.value()->data, m_scalars[k]);
+        if constexpr (found[1] == 1)
+            m_ctx.sym[k] = detail::bound_pointer<T, Sym>(boost::hana::at_c<found[0]>(all)->data, m_scalars[k]);
     }
 
     std::vector<T, xsimd::aligned_allocator<T, 64>> m_arena;
