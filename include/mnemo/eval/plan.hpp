@@ -222,7 +222,7 @@ private:
     void bind_one(const All& all, std::size_t k) {
         constexpr auto found = find_binding<Sym>(Bound{});
         static_assert(found[1] <= 1, "mnemo: a symbol is bound twice in one evaluation.");
-        static_assert(found[1] >= 1,
+        static_assert(check::symbol_is_bound<Sym, (found[1] >= 1)>,
                       "mnemo: a symbol of this plan has no data bound to it; bind every symbol (sym = data).");
         if constexpr (found[1] == 1)
             m_ctx.sym[k] = detail::bound_pointer<T, Sym>(boost::hana::at_c<found[0]>(all)->data, m_scalars[k]);

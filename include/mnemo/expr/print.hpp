@@ -28,7 +28,10 @@ struct printer<constant<N, D>> {
     static constexpr int prec = (D == 1 && N >= 0) ? 5 : 2;
     static void print(std::string& out) {
         out += std::to_string(N);
-        if (D != 1) out += "/" + std::to_string(D);
+        if (D != 1) {
+            out += '/';
+            out += std::to_string(D);
+        }
     }
 };
 template <class S>
@@ -112,7 +115,8 @@ struct printer<node<ipow_op<N>, A>> {
     static constexpr int prec = 4;
     static void print(std::string& out) {
         print_operand<A>(out, 5);
-        out += "^" + std::to_string(N);
+        out += '^';
+        out += std::to_string(N);
     }
 };
 template <class A, class B>

@@ -120,7 +120,7 @@ template <expression A, expression B>
 constexpr auto operator+([[maybe_unused]] A a, [[maybe_unused]] B b) {
     using SA = shape_of<A>;
     using SB = shape_of<B>;
-    static_assert(check::shapes_match<"operator+", SA, SB>,
+    static_assert(check::shapes_match<op::in_operator_plus, SA, SB>,
                   "mnemo: operator+ needs operands of the same shape, or one scalar operand.");
     if constexpr (!check::broadcastable<SA, SB>) return zero_of<SA>{};
     else {
@@ -136,7 +136,7 @@ template <expression A, expression B>
 constexpr auto operator-([[maybe_unused]] A a, [[maybe_unused]] B b) {
     using SA = shape_of<A>;
     using SB = shape_of<B>;
-    static_assert(check::shapes_match<"operator-", SA, SB>,
+    static_assert(check::shapes_match<op::in_operator_minus, SA, SB>,
                   "mnemo: operator- needs operands of the same shape, or one scalar operand.");
     if constexpr (!check::broadcastable<SA, SB>) return zero_of<SA>{};
     else {
@@ -161,7 +161,7 @@ template <expression A, expression B>
 constexpr auto hadamard_fn::operator()([[maybe_unused]] A a, [[maybe_unused]] B b) const {
     using SA = shape_of<A>;
     using SB = shape_of<B>;
-    static_assert(check::shapes_match<"hadamard", SA, SB>,
+    static_assert(check::shapes_match<op::in_hadamard, SA, SB>,
                   "mnemo: the elementwise product needs operands of the same shape, or one scalar.");
     if constexpr (!check::broadcastable<SA, SB>) return zero_of<SA>{};
     else {
@@ -185,7 +185,7 @@ template <expression A, expression B>
 constexpr auto operator/([[maybe_unused]] A a, B) {
     using SA = shape_of<A>;
     using SB = shape_of<B>;
-    static_assert(check::shapes_match<"operator/", SA, SB>,
+    static_assert(check::shapes_match<op::in_operator_divide, SA, SB>,
                   "mnemo: operator/ needs operands of the same shape, or one scalar operand.");
     if constexpr (!check::broadcastable<SA, SB>) return zero_of<SA>{};
     else {

@@ -208,7 +208,7 @@ inline constexpr gelu_fn gelu{};
 struct l2_normalize_fn {
     template <expression A>
     constexpr auto operator()([[maybe_unused]] A a) const {
-        static_assert(check::is_vector_shape<"l2_normalize", shape_of<A>>, "mnemo: l2_normalize needs a vector.");
+        static_assert(check::is_vector_shape<op::in_l2_normalize, shape_of<A>>, "mnemo: l2_normalize needs a vector.");
         return a / sqrt(sum(ipow<2>(a)));
     }
 };

@@ -60,9 +60,9 @@ template <class A, class B>
 constexpr auto matmul([[maybe_unused]] A a, [[maybe_unused]] B b) {
     using SA = shape_of<A>;
     using SB = shape_of<B>;
-    static_assert(check::product_shapes_match<"operator* (matrix product)", SA, SB>,
+    static_assert(check::product_shapes_match<op::in_matrix_product, SA, SB>,
                   "mnemo: a matrix product needs a matrix (m, k) times a matrix (k, n) or a vector (k).");
-    if constexpr (!check::product_shapes_match<"", SA, SB>) return zero_of<SA>{};
+    if constexpr (!check::product_shapes_match<op::in_matrix_product, SA, SB>) return zero_of<SA>{};
     else {
         using R = typename matmul_op::template result_shape<SA, SB>;
         if constexpr (is_zero_v<A> || is_zero_v<B>) return zero_of<R>{};
@@ -89,7 +89,7 @@ constexpr auto operator*([[maybe_unused]] A a, [[maybe_unused]] B b) {
     using SB = shape_of<B>;
     if constexpr (SA::rank == 0 || SB::rank == 0 || (SA::rank == 1 && SB::rank == 1)) return hadamard(a, b);
     else {
-        static_assert(check::is_matrix_shape<"operator* (a vector times a matrix is not defined; write transpose(A) * v)", SA>,
+        static_assert(check::is_matrix_shape<op::in_operator_times_the_left_operand_must_be_the_matrix__write_transpose_A_times_v, SA>,
                       "mnemo: operator* with a matrix operand needs the matrix on the left.");
         if constexpr (SA::rank == 2) return detail::matmul(a, b);
         else return zero_of<SB>{};
@@ -99,7 +99,7 @@ constexpr auto operator*([[maybe_unused]] A a, [[maybe_unused]] B b) {
 template <expression A>
 constexpr auto transpose_fn::operator()([[maybe_unused]] A a) const {
     using SA = shape_of<A>;
-    static_assert(check::is_matrix_shape<"transpose", SA>, "mnemo: transpose needs a matrix.");
+    static_assert(check::is_matrix_shape<op::in_transpose, SA>, "mnemo: transpose needs a matrix.");
     if constexpr (SA::rank != 2) return a;
     else if constexpr (is_zero_v<A>) return zero_of<shape<SA::dims[1], SA::dims[0]>>{};
     else if constexpr (has_op_v<A, transpose_op>) return detail::type_at_t<typename A::children, 0>{};
@@ -114,8 +114,8 @@ template <expression A, expression B>
 constexpr auto outer_fn::operator()(A, B) const {
     using SA = shape_of<A>;
     using SB = shape_of<B>;
-    static_assert(check::is_vector_shape<"outer (first operand)", SA>, "mnemo: outer(u, v) needs two vectors.");
-    static_assert(check::is_vector_shape<"outer (second operand)", SB>, "mnemo: outer(u, v) needs two vectors.");
+    static_assert(check::is_vector_shape<op::in_outer_first_operand, SA>, "mnemo: outer(u, v) needs two vectors.");
+    static_assert(check::is_vector_shape<op::in_outer_second_operand, SB>, "mnemo: outer(u, v) needs two vectors.");
     if constexpr (SA::rank != 1 || SB::rank != 1) return constant<0>{};
     else if constexpr (is_zero_v<A> || is_zero_v<B>) return zero_of<shape<SA::dims[0], SB::dims[0]>>{};
     else return node<outer_op, A, B>{};
@@ -125,10 +125,10 @@ constexpr auto outer_fn::operator()(A, B) const {
 struct dot_fn {
     template <expression A, expression B>
     constexpr auto operator()([[maybe_unused]] A a, [[maybe_unused]] B b) const {
-        static_assert(check::is_vector_shape<"dot (first operand)", shape_of<A>> &&
-                          check::is_vector_shape<"dot (second operand)", shape_of<B>>,
+        static_assert(check::is_vector_shape<op::in_dot_first_operand, shape_of<A>> &&
+                          check::is_vector_shape<op::in_dot_second_operand, shape_of<B>>,
                       "mnemo: dot(u, v) needs two vectors.");
-        static_assert(check::shapes_match<"dot", shape_of<A>, shape_of<B>> &&
+        static_assert(check::shapes_match<op::in_dot, shape_of<A>, shape_of<B>> &&
                           std::is_same_v<shape_of<A>, shape_of<B>>,
                       "mnemo: dot(u, v) needs two vectors of the same size.");
         if constexpr (std::is_same_v<shape_of<A>, shape_of<B>>) return sum(hadamard(a, b));

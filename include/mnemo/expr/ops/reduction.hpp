@@ -41,7 +41,7 @@ constexpr auto sum_fn::operator()([[maybe_unused]] A a) const {
 template <class Shape>
 template <expression A>
 constexpr auto fill_fn<Shape>::operator()([[maybe_unused]] A a) const {
-    static_assert(check::is_scalar_shape<"fill", shape_of<A>>, "mnemo: fill<S>(s) needs a scalar s.");
+    static_assert(check::is_scalar_shape<op::in_fill, shape_of<A>>, "mnemo: fill<S>(s) needs a scalar s.");
     if constexpr (Shape::rank == 0) return a;
     else if constexpr (is_zero_v<A>) return zero_tensor<Shape>{};
     else return node<fill_op<Shape>, A>{};
