@@ -20,6 +20,11 @@ namespace mnemo {
 template <class Sym, class D>
 struct binding;
 
+/// A list of types, for the parts of user-defined memories that list shapes or symbols
+/// (a model's `params`, a gate type's `fixed`).
+template <class... Ts>
+using type_list = detail::list<Ts...>;
+
 /// Interior node: operation `Op` applied to the child expressions `Args`.
 /// `Op::template result_shape<Args::shape...>` gives its shape.
 template <class Op, class... Args>

@@ -26,7 +26,7 @@ struct const_gates {
     static constexpr auto eta = mnemo::scalar<"eta">;
     static constexpr auto alpha = mnemo::scalar<"alpha">;
     static constexpr auto theta = mnemo::scalar<"theta">;
-    using fixed = detail::list<std::remove_cv_t<decltype(eta)>, std::remove_cv_t<decltype(alpha)>,
+    using fixed = mnemo::type_list<std::remove_cv_t<decltype(eta)>, std::remove_cv_t<decltype(alpha)>,
                                std::remove_cv_t<decltype(theta)>>;
     template <class X>
     static constexpr auto make(X) { return make_gates(eta, alpha, theta); }
@@ -44,7 +44,7 @@ struct data_gates {
     static constexpr auto wt = mnemo::vector<"wt", D>;
     static constexpr auto bt = mnemo::scalar<"bt">;
     static constexpr auto theta_max = mnemo::scalar<"theta_max">;
-    using fixed = detail::list<std::remove_cv_t<decltype(theta_max)>>;
+    using fixed = mnemo::type_list<std::remove_cv_t<decltype(theta_max)>>;
     template <class X>
     static constexpr auto make(X x) {
         return make_gates(sigmoid(dot(we, x) + be), sigmoid(dot(wa, x) + ba),

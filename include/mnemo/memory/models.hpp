@@ -5,7 +5,7 @@
 ///
 /// A model is a type with
 ///   - `in`, `out`: input and output sizes;
-///   - `params`: a `detail::list` of the shapes of its parameter tensors (updated at test
+///   - `params`: a `mnemo::type_list` of the shapes of its parameter tensors (updated at test
 ///     time, one surprise state each);
 ///   - `static constexpr auto apply(K k, P... p)`: the expression `M(k)` for the parameter
 ///     symbols `p...` (the library passes its own symbols).
@@ -37,7 +37,7 @@ struct relu_act {
 template <std::size_t In, std::size_t Out = In>
 struct linear {
     static constexpr std::size_t in = In, out = Out;
-    using params = detail::list<shape<Out, In>>;
+    using params = mnemo::type_list<shape<Out, In>>;
     template <class K, class W>
     static constexpr auto apply(K k, W w) { return w * k; }
 };

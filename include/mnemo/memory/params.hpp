@@ -12,9 +12,6 @@
 namespace mnemo::memory {
 namespace detail {
 
-template <class Sym>
-inline constexpr bool is_reserved = false;
-
 /// The symbols of a step that are not state, data or adjoints: the ones the outer loop
 /// learns, minus the gates' hyperparameters.
 template <class Spec, class Fixed, class L>

@@ -275,11 +275,9 @@ private:
         if (gs[0] != ts[0])
             throw std::invalid_argument("mnemo: " + std::to_string(ts[0]) + " token sequences but " +
                                         std::to_string(gs[0]) + " target sequences");
-        for (std::size_t s = 0; s < ts[0]; ++s)
-            if (gs[1] != ts[1])
-                throw std::invalid_argument("mnemo: sequence " + std::to_string(s) + " has " +
-                                            std::to_string(ts[1]) + " tokens but " + std::to_string(gs[1]) +
-                                            " targets");
+        if (gs[1] != ts[1])
+            throw std::invalid_argument("mnemo: the sequences have " + std::to_string(ts[1]) + " tokens but " +
+                                        std::to_string(gs[1]) + " targets");
         if (ts[1] == 0) throw std::invalid_argument("mnemo: sequences must have at least one token");
         if (opt.chunk == 0) throw std::invalid_argument("mnemo: the chunk size must be at least 1");
         auto check_states = [&](const std::vector<state_type>* v, const char* what) {
