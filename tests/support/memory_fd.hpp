@@ -42,4 +42,17 @@ worst_entry check_all(Params& params, const Params& grads, Loss&& loss, double f
     return w;
 }
 
+/// The whole check of a reference problem: finite loss, forward and meta-gradient agree on
+/// the loss, and every gradient entry matches central differences to `tolerance`.
+template <class Problem>
+void check_reference_problem(Problem p, double tolerance = 1e-6) {
+    typename Problem::memory_type memory;
+    const auto r = p.meta_gradient(memory);
+    CHECK(std::isfinite(r.loss));
+    CHECK(r.loss == doctest::Approx(p.loss(memory)).epsilon(1e-14));
+    const auto worst = check_all(p.params, r.grads, [&] { return double(p.loss(memory)); }, 1e-6);
+    MESSAGE(p.name << ": worst relative error " << worst.err << " at " << worst.where);
+    CHECK(worst.err <= tolerance);
+}
+
 }  // namespace memfd

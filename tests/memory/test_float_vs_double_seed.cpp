@@ -1,0 +1,11 @@
+// Float against double on reference problems: the loss within 1e-3 relative and every
+// gradient tensor within 1e-3 norm-wise (||g_f - g_d|| / ||g_d||); the worst is reported.
+// Memory spec: linear memory with const gates and l1 outer loss (d = 10); float and double (two instantiations).
+#include <doctest/doctest.h>
+
+#include "memory/test_sequence_support.hpp"
+
+TEST_CASE("reference problem seed: float within 1e-3 of double") {
+    const auto w = seqtest::float_vs_double(reference::make_seed<float>(), reference::make_seed<double>());
+    CHECK(w.err <= 1e-3);
+}
