@@ -3,8 +3,13 @@
 // Times one meta-gradient step of a benchmark configuration (seed, seq64, batch64, mlp64,
 // chunk64, big256): warm-up, then timed steps for a few seconds. With --json it prints one
 // line: name, threads, median and minimum seconds per step, runs, loss, tokens per second,
-// peak RSS. --tokens overrides the sequence length and --checkpoint the checkpoint interval
-// (memory measurements).
+// peak RSS, and GFLOP/s (the nominal 54 B T d^2 operations of a step per median time).
+// --threads N runs the sequences of the batch on N threads (run_options::threads); OpenBLAS
+// always runs on one thread (per worker). --tokens overrides the sequence length and
+// --checkpoint the checkpoint interval (memory measurements).
+//
+// --config sgemm256 times one single-thread OpenBLAS sgemm, C = A B with n = 256, instead;
+// its "gflops" is 2 n^3 per median time (loss and tokens_per_s are 0).
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -16,7 +21,7 @@ extern "C" void openblas_set_num_threads(int);
 namespace {
 int usage(const char* argv0) {
     std::fprintf(stderr,
-                 "usage: %s --config seed|seq64|batch64|mlp64|chunk64|big256 [--threads N] [--json] [--seconds S] "
+                 "usage: %s --config seed|seq64|batch64|mlp64|chunk64|big256|sgemm256 [--threads N] [--json] [--seconds S] "
                  "[--tokens T] [--checkpoint C] [--runs N]\n",
                  argv0);
     return 2;
@@ -47,7 +52,9 @@ int main(int argc, char** argv) {
         return usage(argv[0]);
     }
     if (o.threads < 1) return usage(argv[0]);
-    openblas_set_num_threads(o.threads);
+    // The parallelism is over sequences (one worker per thread); every BLAS call stays on the
+    // thread that makes it, also with --threads 1 (the products here are small).
+    openblas_set_num_threads(1);
 
     bench::result r;
     if (o.config == "seed") r = bench::run_seed(o);
@@ -56,16 +63,21 @@ int main(int argc, char** argv) {
     else if (o.config == "chunk64") r = bench::run_linear64(o, "chunk64", 16, 16);
     else if (o.config == "mlp64") r = bench::run_mlp64(o);
     else if (o.config == "big256") r = bench::run_big256(o);
+    else if (o.config == "sgemm256") r = bench::run_sgemm256(o);
     else return usage(argv[0]);
 
     if (json)
         std::printf("{\"name\": \"%s\", \"threads\": %d, \"median_s\": %.6g, \"min_s\": %.6g, \"runs\": %d, \"loss\": "
-                    "%.6g, \"tokens_per_s\": %.6g, \"peak_rss_mb\": %.1f}\n",
-                    r.name.c_str(), r.threads, r.median_s, r.min_s, r.runs, r.loss, r.tokens_per_s, r.peak_rss_mb);
+                    "%.6g, \"tokens_per_s\": %.6g, \"peak_rss_mb\": %.1f, \"gflops\": %.6g}\n",
+                    r.name.c_str(), r.threads, r.median_s, r.min_s, r.runs, r.loss, r.tokens_per_s, r.peak_rss_mb,
+                    r.gflops);
+    else if (o.config == "sgemm256")
+        std::printf("%s: n=%zu threads=%d  median %.3f ms  min %.3f ms  (%d runs)  %.1f GFLOP/s  peak RSS %.1f MB\n",
+                    r.name.c_str(), r.d, r.threads, r.median_s * 1e3, r.min_s * 1e3, r.runs, r.gflops, r.peak_rss_mb);
     else
         std::printf("%s: B=%zu T=%zu d=%zu threads=%d  median %.3f ms  min %.3f ms  (%d runs)  loss %.6g  %.0f "
-                    "tokens/s  peak RSS %.1f MB\n",
+                    "tokens/s  %.2f GFLOP/s (nominal)  peak RSS %.1f MB\n",
                     r.name.c_str(), r.batch, r.length, r.d, r.threads, r.median_s * 1e3, r.min_s * 1e3, r.runs,
-                    r.loss, r.tokens_per_s, r.peak_rss_mb);
+                    r.loss, r.tokens_per_s, r.gflops, r.peak_rss_mb);
     return 0;
 }

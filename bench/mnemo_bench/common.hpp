@@ -1,7 +1,9 @@
 // The benchmark configurations of mnemo_bench: one meta-gradient step (forward through
 // every inner update of B sequences of T tokens, then the backward to every meta-parameter)
 // on the model of the reference problems with data gates, l2 inner loss and mse outer loss,
-// in float32, with random values.
+// in float32, with random values; the sequences of the batch run on `threads` threads
+// (run_options::threads). Also sgemm256: one single-thread OpenBLAS sgemm, the machine's
+// yardstick.
 #pragma once
 
 #include <sys/resource.h>
@@ -19,10 +21,10 @@ namespace bench {
 
 struct options {
     std::string config;
-    int threads = 1;
+    int threads = 1;             // run_options::threads
     double seconds = 3.0;
     std::size_t tokens = 0;      // 0: the configuration's T
-    std::size_t checkpoint = 0;  // 0: default (about sqrt(T))
+    std::size_t checkpoint = 0;  // 0: default (every state if it fits in 64 MiB, else about sqrt(T))
     int max_runs = 0;            // 0: as many as fit in `seconds`
 };
 
@@ -34,8 +36,20 @@ struct result {
     double loss = 0;
     double tokens_per_s = 0;
     double peak_rss_mb = 0;
+    /// Memory configurations: the nominal 54 B T d^2 floating-point operations of a step per
+    /// median time, in GFLOP/s (a rate to compare runs by, not a count of what mnemo
+    /// executes); sgemm256: 2 n^3 per median time.
+    double gflops = 0;
     std::size_t batch = 0, length = 0, d = 0;
 };
+
+/// Median and minimum of `times` (sorted in place) into r.
+inline void summarise(std::vector<double>& times, result& r) {
+    std::sort(times.begin(), times.end());
+    r.runs = int(times.size());
+    r.median_s = times[times.size() / 2];
+    r.min_s = times.front();
+}
 
 inline double peak_rss_mb() {
     rusage u{};
@@ -89,6 +103,7 @@ result run(const std::string& name, std::size_t batch, std::size_t length, std::
     mm::run_options ro;
     ro.chunk = chunk;
     ro.checkpoint = opt.checkpoint;
+    ro.threads = std::size_t(opt.threads);
     memory_type memory;
     result r;
     r.name = name;
@@ -111,11 +126,9 @@ result run(const std::string& name, std::size_t batch, std::size_t length, std::
         step();
     } while ((opt.max_runs == 0 || int(times.size()) < opt.max_runs) &&
              (std::chrono::duration<double>(clock::now() - start).count() < opt.seconds || times.size() < 3));
-    std::sort(times.begin(), times.end());
-    r.runs = int(times.size());
-    r.median_s = times[times.size() / 2];
-    r.min_s = times.front();
+    summarise(times, r);
     r.tokens_per_s = double(batch * length) / r.median_s;
+    r.gflops = 54.0 * double(batch) * double(length) * double(d) * double(d) / r.median_s / 1e9;
     r.peak_rss_mb = peak_rss_mb();
     return r;
 }
@@ -125,5 +138,6 @@ result run_seed(const options&);
 result run_linear64(const options&, const std::string& name, std::size_t batch, std::size_t chunk);
 result run_mlp64(const options&);
 result run_big256(const options&);
+result run_sgemm256(const options&);
 
 }  // namespace bench

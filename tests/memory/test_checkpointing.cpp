@@ -1,8 +1,11 @@
 // The checkpoint interval changes how much is stored and recomputed, never a result.
 //
-// For c = 1, 2, 3, 4, 5, 6, 7, T - 1, T, T + 7 against the default (c = 0, about sqrt(T)):
-// loss, outputs, surprise, final states, every gradient and the initial adjoints agree to
-// 1e-13 of each tensor's scale (the number of bit-identical runs is reported). Cases: the
+// For c = 1, 2, 3, 4, 5, 6, 7, T - 1, T, T + 7, and the automatic choice with no memory budget
+// for kept states (c = 0, state_budget_bytes = 0: about sqrt(T)), against the default (c = 0
+// with the default budget: these short sequences fit, so c = T, every state kept): loss,
+// outputs, surprise, final states, every gradient and the initial adjoints agree to 1e-13 of
+// each tensor's scale (the number of bit-identical runs is reported). The automatic choice
+// itself: c = T within the budget, ceil(sqrt(T)) beyond it. Cases: the
 // seq_gated problem (T = 16, chunk 1), the chunked problem (T = 16, chunk 4), a piece of
 // the chunked problem that starts mid-chunk from a given state and has final adjoints, and a
 // batch of two sequences.
@@ -25,7 +28,11 @@ void check_intervals(memory_t& memory, const problem_t& p, const xt::xtensor<dou
                      const xt::xtensor<double, 3>& targets, mm::run_options opt, const std::vector<state_t>* initial,
                      const std::vector<state_t>* final_adjoints, const std::string& label) {
     const std::size_t L = tokens.shape()[1];
+    // Checkpoints belong to the token-by-token steps; the dual form of the chunked step
+    // (memory/dual.hpp) keeps none, so it is switched off here.
+    opt.dual_form = false;
     opt.checkpoint = 0;
+    CHECK(memory_t::checkpoint_interval(opt, L) == L);  // every state kept: the states fit the budget
     const auto ref = memory.meta_gradient(p.params, p.hyper, tokens, targets, opt, initial, final_adjoints);
     const auto ref_fwd = memory.forward(p.params, p.hyper, tokens, targets, opt, initial);
     CHECK(squared_norm(ref.grads) > 0);
@@ -37,6 +44,19 @@ void check_intervals(memory_t& memory, const problem_t& p, const xt::xtensor<dou
         opt.checkpoint = c;
         const auto r = memory.meta_gradient(p.params, p.hyper, tokens, targets, opt, initial, final_adjoints);
         w.update(compare_results(r, ref, true), "c = " + std::to_string(c) + ": ");
+        ++runs;
+        if (identical_results(r, ref, true)) ++exact;
+    }
+    {
+        // The automatic choice beyond the budget: about sqrt(T), with recomputed segments.
+        mm::run_options tight = opt;
+        tight.checkpoint = 0;
+        tight.state_budget_bytes = 0;
+        const auto c = memory_t::checkpoint_interval(tight, L);
+        CHECK(c == std::size_t(std::ceil(std::sqrt(double(L)))));
+        CHECK(c < L);
+        const auto r = memory.meta_gradient(p.params, p.hyper, tokens, targets, tight, initial, final_adjoints);
+        w.update(compare_results(r, ref, true), "c = 0 with no budget (c = " + std::to_string(c) + "): ");
         ++runs;
         if (identical_results(r, ref, true)) ++exact;
     }

@@ -100,6 +100,10 @@ struct graph<list<Ns...>, list<Outs...>> {
                         (size[j] == 1 && r.tensor_user[j]);
                     break;
                 case node_kind::transpose: m = r.is_output[j] || r.non_matmul_user[j]; break;
+                case node_kind::outer:
+                    // Computed inside its one elementwise (or sum) consumer's loop.
+                    m = r.is_output[j] || r.uses[j] != 1 || r.non_fusing_user[j];
+                    break;
                 default: m = true;
             }
             r.materialised[j] = m;

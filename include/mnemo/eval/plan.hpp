@@ -43,6 +43,19 @@ const T* pointer(const context<T, G>& ctx) {
 
 template <class T, class G, std::size_t J>
 T value(const context<T, G>& ctx, std::size_t i);
+template <class T, class G, std::size_t J, std::size_t Cols>
+T value2(const context<T, G>& ctx, std::size_t r, std::size_t c);
+
+/// Entry (r, c) of the rank-2 elementwise node J computed from its children, inside a 2-D
+/// loop (flat index r * Cols + c): an outer product below it costs u[r] * v[c], and the
+/// inner loop over c stays contiguous (vectorised).
+template <class T, class G, std::size_t J, std::size_t Cols>
+T compute2(const context<T, G>& ctx, std::size_t r, std::size_t c) {
+    using Op = typename node_at<G, J>::op;
+    constexpr auto ch = G::child[J];
+    if constexpr (ch[1] == no_child) return Op::apply(value2<T, G, ch[0], Cols>(ctx, r, c));
+    else return Op::apply(value2<T, G, ch[0], Cols>(ctx, r, c), value2<T, G, ch[1], Cols>(ctx, r, c));
+}
 
 /// Entry i of node J computed from its children (J elementwise).
 template <class T, class G, std::size_t J>
@@ -67,7 +80,23 @@ inline T value(const context<T, G>& ctx, std::size_t i) {
     else if constexpr (is_constant_v<E>) return E::template value<T>();
     else if constexpr (G::kind[J] == node_kind::constant) return T(0);
     else if constexpr (G::facts.materialised[J]) return ctx.arena[G::facts.offset[J] + i];
-    else return compute<T, G, J>(ctx, i);
+    else if constexpr (G::kind[J] == node_kind::outer) {
+        constexpr std::size_t cols = G::size[G::child[J][1]];
+        return pointer<T, G, G::child[J][0]>(ctx)[i / cols] * pointer<T, G, G::child[J][1]>(ctx)[i % cols];
+    } else return compute<T, G, J>(ctx, i);
+}
+
+template <class T, class G, std::size_t J, std::size_t Cols>
+inline T value2(const context<T, G>& ctx, std::size_t r, std::size_t c) {
+    using E = node_at<G, J>;
+    if constexpr (G::size[J] == 1) return value<T, G, J>(ctx, 0);  // a scalar, broadcast
+    else if constexpr (G::kind[J] == node_kind::symbol)
+        return ctx.sym[index_of_v<typename G::symbols, E>][r * Cols + c];
+    else if constexpr (G::kind[J] == node_kind::constant) return T(0);
+    else if constexpr (G::facts.materialised[J]) return ctx.arena[G::facts.offset[J] + r * Cols + c];
+    else if constexpr (G::kind[J] == node_kind::outer)
+        return pointer<T, G, G::child[J][0]>(ctx)[r] * pointer<T, G, G::child[J][1]>(ctx)[c];
+    else return compute2<T, G, J, Cols>(ctx, r, c);
 }
 
 /// A product operand: its data and whether BLAS must transpose it.
@@ -87,8 +116,26 @@ void run_step(context<T, G>& ctx) {
     constexpr auto ch = G::child[J];
     if constexpr (G::kind[J] == node_kind::symbol || G::kind[J] == node_kind::constant) {
         for (std::size_t i = 0; i < n; ++i) out[i] = value<T, G, J>(ctx, i);  // an output that is a leaf
+    } else if constexpr (G::kind[J] == node_kind::elementwise && E::shape::rank == 2) {
+        constexpr std::size_t rows = E::shape::dims[0], cols = E::shape::dims[1];
+        for (std::size_t r = 0; r < rows; ++r) {
+            T* o = out + r * cols;
+            for (std::size_t c = 0; c < cols; ++c) o[c] = compute2<T, G, J, cols>(ctx, r, c);
+        }
     } else if constexpr (G::kind[J] == node_kind::elementwise) {
         for (std::size_t i = 0; i < n; ++i) out[i] = compute<T, G, J>(ctx, i);
+    } else if constexpr (G::kind[J] == node_kind::reduce_sum &&
+                         type_at_t<typename G::order, ch[0]>::shape::rank == 2) {
+        using S = typename type_at_t<typename G::order, ch[0]>::shape;
+        constexpr std::size_t rows = S::dims[0], cols = S::dims[1], c4 = cols / 4 * 4;
+        T acc[4] = {T(0), T(0), T(0), T(0)};
+        for (std::size_t r = 0; r < rows; ++r) {
+            for (std::size_t c = 0; c < c4; c += 4)
+                for (std::size_t k = 0; k < 4; ++k) acc[k] += value2<T, G, ch[0], cols>(ctx, r, c + k);
+            if constexpr (c4 < cols)
+                for (std::size_t c = c4; c < cols; ++c) acc[0] += value2<T, G, ch[0], cols>(ctx, r, c);
+        }
+        out[0] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     } else if constexpr (G::kind[J] == node_kind::reduce_sum) {
         constexpr std::size_t m = G::size[ch[0]];
         constexpr std::size_t m4 = m / 4 * 4;
@@ -175,6 +222,26 @@ public:
         bind_all(typename graph::symbols{}, bs...);
         static constexpr auto steps = detail::make_steps<T, graph>(std::make_index_sequence<graph::facts.steps>{});
         for (auto step : steps) step(m_ctx);
+    }
+
+    /// Pointers to the data of the symbols, in the order of `graph::symbols` (a scalar's
+    /// pointer points at its value).
+    using pointers = std::array<const T*, graph::symbols::size>;
+
+    /// Evaluate with data already checked by the caller: one pointer per symbol of
+    /// `graph::symbols`, each to contiguous row-major data of the symbol's shape. No checks,
+    /// for the library's inner loops (per-token steps), where the shapes hold by construction.
+    void run_unchecked(const pointers& p) {
+        m_ctx.arena = m_arena.data();
+        for (std::size_t k = 0; k < p.size(); ++k) m_ctx.sym[k] = p[k];
+        static constexpr auto steps = detail::make_steps<T, graph>(std::make_index_sequence<graph::facts.steps>{});
+        for (auto step : steps) step(m_ctx);
+    }
+
+    /// Pointer to result I of the last evaluation (row-major, `shape::size` elements).
+    template <std::size_t I>
+    const T* data() const {
+        return m_arena.data() + graph::facts.offset[graph::outputs[I]];
     }
 
     /// Result I of the last evaluation: a `T` for a scalar, else a view of shape

@@ -6,16 +6,27 @@
 /// Design note: no graph is kept. The state (memory, surprise, and in the chunked form the
 /// memory at the chunk's start) is stored every `c` tokens during the forward; the backward
 /// walks the segments from the last, recomputes the states inside a segment from its
-/// checkpoint, and runs the compile-time backward step (step.hpp) token by token. Extra
-/// memory: about T/c + c states per sequence; c = sqrt(T) by default.
+/// checkpoint (the last segment's states are kept by the forward itself), and runs the
+/// compile-time backward step (step.hpp) token by token. Extra memory: about T/c + c states
+/// per sequence and thread. By default c = T (every state kept, nothing recomputed) when the
+/// T states fit in `run_options::state_budget_bytes`, else c = sqrt(T).
+///
+/// The sequences of a batch are independent: they run on `run_options::threads` threads,
+/// each with its own compiled plans and work buffer, and their losses and gradients are
+/// added up in a fixed order.
 
+#include <algorithm>
 #include <cmath>
+#include <exception>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "mnemo/eval.hpp"
 #include "mnemo/memory/params.hpp"
+#include "mnemo/memory/dual.hpp"
 #include "mnemo/memory/step.hpp"
 
 namespace mnemo::memory {
@@ -25,7 +36,10 @@ struct run_options {
     /// Chunk size b: every token of a chunk takes its inner gradient at the memory of the
     /// chunk's start. 1 is the sequential form.
     std::size_t chunk = 1;
-    /// Checkpoint interval c in tokens; 0 picks about sqrt(T). c >= T keeps every state.
+    /// Checkpoint interval c in tokens. c >= T keeps every state and recomputes nothing;
+    /// smaller c recomputes the states between checkpoints in the backward. 0 chooses: T when
+    /// the T states of a sequence (T * state_size * sizeof(T) bytes) fit in
+    /// `state_budget_bytes`, else about sqrt(T).
     std::size_t checkpoint = 0;
     /// The outer loss is `loss_scale * sum_t loss_t`, summed over the batch; 0 means
     /// 1 / (B T), the mean over tokens and sequences.
@@ -33,6 +47,19 @@ struct run_options {
     /// Run the chunked form's compiled step even when `chunk` is 1 (it then computes the
     /// sequential form another way: for tests and ablations).
     bool chunked_form = false;
+    /// Chunked runs take the dual form (memory/dual.hpp) where it applies
+    /// (`sequence_memory::has_dual_form`) and a call starts at a chunk boundary; false runs
+    /// the plain chunked step token by token (for tests and ablations).
+    bool dual_form = true;
+    /// The sequences of the batch run in parallel on this many threads (at most one per
+    /// sequence; the calling thread is one of them); 0 means std::thread::hardware_concurrency().
+    /// Results are deterministic for a given thread count. Each sequence's outputs, states
+    /// and adjoints do not depend on it; the loss and the gradient, sums over the sequences,
+    /// agree across thread counts up to the order of the floating-point summation.
+    std::size_t threads = 1;
+    /// With `checkpoint = 0`: the most memory, in bytes, that the kept states of one sequence
+    /// may take (per thread) before checkpointing sets in.
+    std::size_t state_budget_bytes = std::size_t(64) << 20;
 };
 
 /// The state of one sequence's memory between calls (streaming): the memory tensors, their
@@ -67,6 +94,10 @@ public:
     using hyperparameters_type = hyperparameters<T, fixed>;
     using state_type = memory_state<T>;
 
+    /// Whether chunked runs of this memory can take the dual form (read off the expressions
+    /// at compile time: memory/dual.hpp).
+    static constexpr bool has_dual_form = dual_form<Spec, T, FirstOrder, meta_list, fixed>::applies;
+
     /// Sizes and offsets of the tensors in a state: M[0..n), S[0..n), G[0..n).
     static constexpr std::array<std::size_t, n> sizes = [] {
         std::array<std::size_t, n> s{};
@@ -85,6 +116,15 @@ public:
         std::size_t o = part * memory_size;
         for (std::size_t k = 0; k < i; ++k) o += sizes[k];
         return o;
+    }
+
+    /// The checkpoint interval a meta-gradient call with `opt` uses for sequences of `length`
+    /// tokens (see run_options::checkpoint): between 1 and `length`.
+    static std::size_t checkpoint_interval(const run_options& opt, std::size_t length) {
+        if (length == 0) return 1;
+        if (opt.checkpoint) return std::min(opt.checkpoint, length);
+        if (length <= opt.state_budget_bytes / (state_size * sizeof(T))) return length;
+        return std::min(length, std::max<std::size_t>(1, std::size_t(std::ceil(std::sqrt(double(length))))));
     }
 
     /// What a forward or meta-gradient call returns.
@@ -153,10 +193,22 @@ private:
     using seq_backward_plan = decltype(make_backward<seq_step, false>(meta_list{}, std::make_index_sequence<n>{}));
     using chunk_backward_plan = decltype(make_backward<chunk_step, true>(meta_list{}, std::make_index_sequence<n>{}));
 
-    seq_forward_plan m_seq_fwd;
-    chunk_forward_plan m_chunk_fwd;
-    seq_backward_plan m_seq_bwd;
-    chunk_backward_plan m_chunk_bwd;
+    /// What one thread of a call needs for itself: the compiled steps (a plan computes into
+    /// its own arena), the work buffer of a sequence's checkpoints and states, and the sums
+    /// of its sequences' gradients and losses.
+    struct worker {
+        seq_forward_plan seq_fwd;
+        chunk_forward_plan chunk_fwd;
+        seq_backward_plan seq_bwd;
+        chunk_backward_plan chunk_bwd;
+        dual_holder_of<has_dual_form, dual_kernels<Spec, T, FirstOrder, meta_list, fixed>> dual;
+        std::vector<T> work;
+        parameters_type grads;
+        T loss = 0;
+    };
+    /// Worker k runs the k-th block of a batch's sequences; worker 0 runs on the calling
+    /// thread. Grown on demand to the largest thread count used so far.
+    std::vector<worker> m_workers = std::vector<worker>(1);
 
     // ------------------------------------------------------------------------------------
     // Binding every symbol of a plan to its data.
@@ -219,10 +271,10 @@ private:
         }
     }
 
+    // The shapes hold by construction (validated once per call): no checks per token.
     template <class Plan, class... Syms>
     static void call(Plan& plan, const bindings& b, mnemo::detail::list<Syms...>) {
-        auto views = std::tuple{view<Syms>(resolve<Syms>(b))...};
-        std::apply([&](const auto&... v) { plan.run((Syms{} = v)...); }, views);
+        plan.run_unchecked(typename Plan::pointers{resolve<Syms>(b)...});
     }
     template <class Plan>
     static void call(Plan& plan, const bindings& b) {
@@ -236,14 +288,13 @@ private:
         b.state = state;
         call(plan, b);
         [&]<std::size_t... I>(std::index_sequence<I...>) {
-            ((std::copy_n(plan.template get<I>().data(), sizes[I], state + offset(0, I)),
-              std::copy_n(plan.template get<n + I>().data(), sizes[I], state + offset(1, I))),
+            ((std::copy_n(plan.template data<I>(), sizes[I], state + offset(0, I)),
+              std::copy_n(plan.template data<n + I>(), sizes[I], state + offset(1, I))),
              ...);
         }(std::make_index_sequence<n>{});
-        const auto yv = plan.template get<2 * n>();
-        if (y) std::copy_n(yv.data(), d_out, y);
-        surprise = plan.template get<2 * n + 1>();
-        loss = plan.template get<2 * n + 2>();
+        if (y) std::copy_n(plan.template data<2 * n>(), d_out, y);
+        surprise = *plan.template data<2 * n + 1>();
+        loss = *plan.template data<2 * n + 2>();
     }
 
     static bool chunk_start(std::size_t position, std::size_t chunk) { return position % chunk == 0; }
@@ -309,26 +360,27 @@ private:
                       state_type& st, T* y, T* surprise, T& loss, bool backward, const state_type* final_adj,
                       parameters_type* grads, state_type* initial_adj, std::vector<T>& work) {
         const std::size_t b_chunk = opt.chunk;
-        std::size_t c = opt.checkpoint ? opt.checkpoint
-                                       : std::max<std::size_t>(1, std::size_t(std::ceil(std::sqrt(double(len)))));
-        if (c > len) c = len;
+        const std::size_t c = checkpoint_interval(opt, len);
         const std::size_t segments = (len + c - 1) / c;
+        const std::size_t last_t0 = (segments - 1) * c;  // first token of the last segment
         const std::size_t start_pos = st.position;
 
         bindings b{&p, &h, nullptr, nullptr, nullptr, nullptr, scale};
-        // Checkpoints: the state before tokens 0, c, 2c, ... (only when a backward follows).
-        work.assign(backward ? (segments + c + 3) * state_size : 0, T(0));
+        // Checkpoints: the state before tokens 0, c, 2c, ... (only when a backward follows);
+        // the last segment needs none, the forward keeps its states. Every part of the work
+        // buffer is written before it is read: it is only grown, never cleared.
+        if (backward && work.size() < (segments + c + 3) * state_size) work.resize((segments + c + 3) * state_size);
         T* checkpoints = work.data();
         T* seg_states = checkpoints + segments * state_size;  // c states inside a segment
         T* adj = seg_states + c * state_size;                 // adjoint (dM, dS, dG accumulated)
         T* adj_next = adj + state_size;
         T* cur = adj_next + state_size;
 
-        std::vector<T> own_state;
         T* s = st.values.data();
         for (std::size_t t = 0; t < len; ++t) {
-            if (backward && t % c == 0) std::copy_n(s, state_size, checkpoints + (t / c) * state_size);
+            if (backward && t < last_t0 && t % c == 0) std::copy_n(s, state_size, checkpoints + (t / c) * state_size);
             if (Chunked && chunk_start(start_pos + t, b_chunk)) reset_grad_point(s);
+            if (backward && t >= last_t0) std::copy_n(s, state_size, seg_states + (t - last_t0) * state_size);
             b.x = tok + t * d;
             b.target = tgt + t * d_out;
             T token_loss = 0;
@@ -343,15 +395,17 @@ private:
         if (final_adj) std::copy_n(final_adj->values.data(), state_size, adj);
         for (std::size_t sg = segments; sg-- > 0;) {
             const std::size_t t0 = sg * c, t1 = std::min(len, t0 + c);
-            std::copy_n(checkpoints + sg * state_size, state_size, cur);
-            for (std::size_t t = t0; t < t1; ++t) {
-                if (Chunked && chunk_start(start_pos + t, b_chunk)) reset_grad_point(cur);
-                std::copy_n(cur, state_size, seg_states + (t - t0) * state_size);
-                if (t + 1 < t1) {
-                    b.x = tok + t * d;
-                    b.target = tgt + t * d_out;
-                    T s_unused = 0, l_unused = 0;
-                    forward_token(fwd, b, cur, nullptr, s_unused, l_unused);
+            if (sg + 1 < segments) {  // recompute the segment's states from its checkpoint
+                std::copy_n(checkpoints + sg * state_size, state_size, cur);
+                for (std::size_t t = t0; t < t1; ++t) {
+                    if (Chunked && chunk_start(start_pos + t, b_chunk)) reset_grad_point(cur);
+                    std::copy_n(cur, state_size, seg_states + (t - t0) * state_size);
+                    if (t + 1 < t1) {
+                        b.x = tok + t * d;
+                        b.target = tgt + t * d_out;
+                        T s_unused = 0, l_unused = 0;
+                        forward_token(fwd, b, cur, nullptr, s_unused, l_unused);
+                    }
                 }
             }
             for (std::size_t t = t1; t-- > t0;) {
@@ -404,14 +458,79 @@ private:
     static void add_output(const Plan& plan, T* dst, std::size_t count, bool accumulate) {
         using S = typename mnemo::detail::type_at_t<typename Plan::graph::order, Plan::graph::outputs[J]>::shape;
         if constexpr (S::rank == 0) {
-            const T v = plan.template get<J>();
+            const T v = *plan.template data<J>();
             dst[0] = accumulate ? dst[0] + v : v;
         } else {
-            const T* src = plan.template get<J>().data();
+            const T* src = plan.template data<J>();
             if (accumulate)
                 for (std::size_t k = 0; k < count; ++k) dst[k] += src[k];
             else std::copy_n(src, count, dst);
         }
+    }
+
+    /// One sequence s of a batch, on worker w: starts from its initial state, runs the
+    /// forward (and the backward) with w's plans, writes its outputs, per-token inner losses,
+    /// final state (and initial adjoint) into r, and adds its loss and gradient to w's sums.
+    /// Workers run different sequences at the same time: only sequence s's parts of r are
+    /// written.
+    void run_one(worker& w, std::size_t s, const parameters_type& p, const hyperparameters_type& h,
+                 const xt::xtensor<T, 3>& tokens, const xt::xtensor<T, 3>& targets, const run_options& opt, T scale,
+                 const std::vector<state_type>* initial, const std::vector<state_type>* final_adjoints,
+                 bool backward, result& r) {
+        const std::size_t L = tokens.shape()[1];
+        r.states[s] = initial ? (*initial)[s] : initial_state(p);
+        const T* tok = tokens.data() + s * L * d;
+        const T* tgt = targets.data() + s * L * d_out;
+        T* y = r.outputs.data() + s * L * d_out;
+        T* sur = r.surprise.data() + s * L;
+        const state_type* fa = final_adjoints ? &(*final_adjoints)[s] : nullptr;
+        state_type* ia = backward ? &r.initial_adjoints[s] : nullptr;
+        if constexpr (has_dual_form) {
+            if ((opt.chunk > 1 || opt.chunked_form) && opt.dual_form && r.states[s].position % opt.chunk == 0) {
+                state_type& st = r.states[s];
+                std::vector<T> ia_values;
+                if (backward) ia_values.resize(state_size);
+                w.dual.kernels.run_sequence(p, h, tok, tgt, L, opt.chunk, scale, st.values.data(), y, sur, w.loss,
+                                            backward, fa ? fa->values.data() : nullptr, &w.grads,
+                                            backward ? ia_values.data() : nullptr);
+                if (backward) {
+                    ia->values = std::move(ia_values);
+                    ia->position = st.position;
+                }
+                st.position += L;
+                if (backward && !initial) add_initial_adjoint(w, r, s);
+                return;
+            }
+        }
+        if (opt.chunk == 1 && !opt.chunked_form)
+            run_sequence<seq_forward_plan, seq_backward_plan, false>(w.seq_fwd, w.seq_bwd, p, h, tok, tgt, L, opt,
+                                                                     scale, r.states[s], y, sur, w.loss, backward,
+                                                                     fa, &w.grads, ia, w.work);
+        else
+            run_sequence<chunk_forward_plan, chunk_backward_plan, true>(w.chunk_fwd, w.chunk_bwd, p, h, tok, tgt, L,
+                                                                        opt, scale, r.states[s], y, sur, w.loss,
+                                                                        backward, fa, &w.grads, ia, w.work);
+        if (backward && !initial) add_initial_adjoint(w, r, s);
+    }
+
+    /// The sequence started from M0: the adjoint of its initial memory is M0's gradient.
+    static void add_initial_adjoint(worker& w, result& r, std::size_t s) {
+        [&]<std::size_t... I>(std::index_sequence<I...>) {
+            ((w.grads.template m0<I>() += view_of_state<I>(r.initial_adjoints[s])), ...);
+        }(std::make_index_sequence<n>{});
+    }
+
+    /// f(tensor I of ps...) for every tensor I of parameter sets ps.
+    template <class F, class... P>
+    static void each_tensor(F&& f, P&... ps) {
+        auto memory_tensor = [&]<std::size_t I>(std::integral_constant<std::size_t, I>) { f(ps.template m0<I>()...); };
+        auto meta_tensor = [&]<class Sym>(Sym) { f(ps[Sym{}]...); };
+        [&]<std::size_t... I>(std::index_sequence<I...>) {
+            (memory_tensor(std::integral_constant<std::size_t, I>{}), ...);
+        }(std::make_index_sequence<n>{});
+        [&]<std::size_t... J>(std::index_sequence<J...>) {
+            (meta_tensor(mnemo::detail::type_at_t<meta_list, J>{}), ...);
+        }(std::make_index_sequence<meta_list::size>{});
     }
 
     result run(const parameters_type& p, const hyperparameters_type& h, const xt::xtensor<T, 3>& tokens,
@@ -425,30 +544,56 @@ private:
         r.surprise = xt::xtensor<T, 2>(std::array<std::size_t, 2>{B, L});
         r.states.resize(B);
         if (backward) r.initial_adjoints.resize(B);
-        std::vector<T> work;
-        for (std::size_t s = 0; s < B; ++s) {
-            r.states[s] = initial ? (*initial)[s] : initial_state(p);
-            const T* tok = tokens.data() + s * L * d;
-            const T* tgt = targets.data() + s * L * d_out;
-            T* y = r.outputs.data() + s * L * d_out;
-            T* sur = r.surprise.data() + s * L;
-            const state_type* fa = final_adjoints ? &(*final_adjoints)[s] : nullptr;
-            state_type* ia = backward ? &r.initial_adjoints[s] : nullptr;
-            if (opt.chunk == 1 && !opt.chunked_form)
-                run_sequence<seq_forward_plan, seq_backward_plan, false>(m_seq_fwd, m_seq_bwd, p, h, tok, tgt, L,
-                                                                         opt, scale, r.states[s], y, sur, r.loss,
-                                                                         backward, fa, &r.grads, ia, work);
-            else
-                run_sequence<chunk_forward_plan, chunk_backward_plan, true>(m_chunk_fwd, m_chunk_bwd, p, h, tok,
-                                                                            tgt, L, opt, scale, r.states[s], y, sur,
-                                                                            r.loss, backward, fa, &r.grads, ia,
-                                                                            work);
-            if (backward && !initial) {
-                // The sequence started from M0: the adjoint of its initial memory is M0's gradient.
-                [&]<std::size_t... I>(std::index_sequence<I...>) {
-                    ((r.grads.template m0<I>() += view_of_state<I>(r.initial_adjoints[s])), ...);
-                }(std::make_index_sequence<n>{});
+
+        // Worker k runs the sequences [B k / W, B (k + 1) / W).
+        const std::size_t threads = opt.threads ? opt.threads : std::size_t(std::thread::hardware_concurrency());
+        const std::size_t W = std::max<std::size_t>(1, std::min(threads, B));
+        if (m_workers.size() < W) m_workers.resize(W);
+        for (std::size_t k = 0; k < W; ++k) {
+            m_workers[k].loss = T(0);
+            if (backward) each_tensor([](auto& g) { g.fill(T(0)); }, m_workers[k].grads);
+        }
+        auto block = [&](std::size_t k) {
+            for (std::size_t s = B * k / W, e = B * (k + 1) / W; s < e; ++s)
+                run_one(m_workers[k], s, p, h, tokens, targets, opt, scale, initial, final_adjoints, backward, r);
+        };
+        if (W == 1) block(0);
+        else {
+            std::vector<std::exception_ptr> errors(W);
+            auto guarded = [&](std::size_t k) {
+                try {
+                    block(k);
+                } catch (...) {
+                    errors[k] = std::current_exception();
+                }
+            };
+            std::vector<std::thread> pool;
+            pool.reserve(W - 1);
+            try {
+                for (std::size_t k = 1; k < W; ++k) pool.emplace_back(guarded, k);
+            } catch (...) {  // a thread could not be started: finish the started ones, then fail
+                for (auto& t : pool) t.join();
+                throw;
             }
+            guarded(0);
+            for (auto& t : pool) t.join();
+            for (const auto& e : errors)
+                if (e) std::rethrow_exception(e);
+        }
+
+        // The sums over the sequences, in worker order: the same for every run with W workers.
+        r.loss = m_workers[0].loss;
+        for (std::size_t k = 1; k < W; ++k) r.loss += m_workers[k].loss;
+        if (backward) {
+            std::swap(r.grads, m_workers[0].grads);
+            for (std::size_t k = 1; k < W; ++k)
+                each_tensor(
+                    [](auto& g, const auto& x) {
+                        T* dst = g.data();
+                        const T* src = x.data();
+                        for (std::size_t i = 0; i < g.size(); ++i) dst[i] += src[i];
+                    },
+                    r.grads, m_workers[k].grads);
         }
         return r;
     }

@@ -1,0 +1,675 @@
+#pragma once
+/// \file
+/// The dual form of the chunked update: a chunk's inner gradients, its momentum/forget
+/// recurrence and its retrievals as matrix products, without materialising the per-token
+/// memories; and the exact backward through it.
+///
+/// Design note. It applies when three facts hold, each read off the user's expressions at
+/// compile time (`dual_form<...>::applies`), never declared per model:
+///   1. the model is linear in its one parameter tensor: `Model::apply(k, W)` is the
+///      expression `W * k`. Then the inner gradient at the chunk's start `G` is the outer
+///      product `u k^T` with `u = d l(pred, v) / d pred` at `pred = G k`, for any inner loss;
+///   2. the update rule is linear in (P, S, g) with scalar coefficients: on the paths from
+///      its results to `P`, `S` and `g` there are only `+`, `-` and products with scalars
+///      that do not depend on them, and no term without them. Its coefficients
+///      `P' = a P + b S + c g`, `S' = e S + f g` are the rule's derivatives, taken
+///      symbolically on a 1x1 instance of the rule;
+///   3. the inner and outer losses use no learned symbol of their own.
+/// Within a chunk of b tokens starting from (M0, S0), with g_s = u_s k_s^T,
+///     M_t = alpha_t M0 + beta_t S0 + sum_{s<=t} Gamma_ts g_s,
+///     S_t = eps_t S0 + sum_{s<=t} Phi_ts g_s,
+/// where the scalar coefficients follow from the per-token (a, b, c, e, f) by an O(b^2)
+/// recurrence, so the retrievals are
+///     Y = diag(alpha) Q M0^T + diag(beta) Q S0^T + (Gamma o Q K^T) U
+/// and the chunk's end state is two rank-b products: everything is BLAS-3. The backward is
+/// the adjoint of these matrix identities (written once, here), composed with the symbolic
+/// derivatives of the per-token parts (projections, gates, coefficients, inner and outer
+/// losses), which the library derives and compiles like every other step. Where a fact does
+/// not hold (an MLP memory, a normalising rule), the plain chunked form runs instead.
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <vector>
+
+#include "mnemo/detail/blas.hpp"
+#include "mnemo/eval.hpp"
+#include "mnemo/memory/step.hpp"
+
+namespace mnemo::memory {
+namespace dual_detail {
+
+using mnemo::detail::contains;
+using mnemo::detail::list;
+
+template <class E, class... X>
+inline constexpr bool mentions = (contains<E, X>::value || ...);
+
+template <class E>
+inline constexpr bool is_scalar_v = shape_of<E>::rank == 0;
+
+/// `E` is a sum of terms, each one of `P, S, G` times scalars that depend on none of them.
+template <class E, class P, class S, class G>
+struct scalar_linear : std::bool_constant<std::is_same_v<E, P> || std::is_same_v<E, S> || std::is_same_v<E, G>> {};
+template <class A, class B, class P, class S, class G>
+struct scalar_linear<node<add_op, A, B>, P, S, G>
+    : std::bool_constant<mentions<A, P, S, G> && mentions<B, P, S, G> && scalar_linear<A, P, S, G>::value &&
+                         scalar_linear<B, P, S, G>::value> {};
+template <class A, class B, class P, class S, class G>
+struct scalar_linear<node<sub_op, A, B>, P, S, G>
+    : std::bool_constant<mentions<A, P, S, G> && mentions<B, P, S, G> && scalar_linear<A, P, S, G>::value &&
+                         scalar_linear<B, P, S, G>::value> {};
+template <class A, class P, class S, class G>
+struct scalar_linear<node<neg_op, A>, P, S, G> : scalar_linear<A, P, S, G> {};
+template <class A, class B, class P, class S, class G>
+struct scalar_linear<node<mul_op, A, B>, P, S, G>
+    : std::bool_constant<(is_scalar_v<A> && !mentions<A, P, S, G> && scalar_linear<B, P, S, G>::value) ||
+                         (is_scalar_v<B> && !mentions<B, P, S, G> && scalar_linear<A, P, S, G>::value)> {};
+
+/// Every symbol of `E` is one of `Allowed` (a list).
+template <class E, class Allowed>
+struct symbols_within;
+template <class E, class... A>
+struct symbols_within<E, list<A...>> {
+    template <class L>
+    struct all;
+    template <class... Ss>
+    struct all<list<Ss...>> : std::bool_constant<((mnemo::detail::contains_type_v<list<A...>, Ss>) && ...)> {};
+    using syms = typename mnemo::detail::symbols_of<typename mnemo::detail::topo_order<void, E>::type>::type;
+    static constexpr bool value = all<syms>::value;
+};
+
+template <class L, class... X>
+struct append;
+template <class... A, class... X>
+struct append<list<A...>, X...> {
+    using type = list<A..., X...>;
+};
+
+/// The symbols of the dual form's per-token parts.
+template <std::size_t Out, std::size_t In>
+struct symbols {
+    using pred = symbol<"pred~", shape<Out>>;  // G k
+    using value = symbol<"v~", shape<Out>>;    // v
+    using u = symbol<"du~", shape<Out>>;       // adjoint of u
+    using y = symbol<"y~", shape<Out>>;        // retrieval
+    using dk = symbol<"dk~", shape<In>>;
+    using dv = symbol<"dv~", shape<Out>>;
+    using dq = symbol<"dq~", shape<In>>;
+    using da = symbol<"da~", shape<>>;
+    using db = symbol<"db~", shape<>>;
+    using dc = symbol<"dc~", shape<>>;
+    using de = symbol<"de~", shape<>>;
+    using df = symbol<"df~", shape<>>;
+    using p1 = symbol<"P~", shape<1, 1>>;
+    using s1 = symbol<"S~", shape<1, 1>>;
+    using g1 = symbol<"g~", shape<1, 1>>;
+};
+
+/// The facts of the design note, for `Spec`.
+template <class Spec, class Fixed>
+struct analysis {
+    using sy = step_symbols<Spec>;
+    using model = typename Spec::model;
+    static constexpr std::size_t in = model::in, out = model::out;
+    using ds = symbols<out, in>;
+
+    static constexpr bool one_tensor = sy::n == 1;
+
+    template <bool OneTensor, class = void>
+    struct linear_model : std::false_type {};
+    template <class Void>
+    struct linear_model<true, Void> {
+        using k = symbol<"k~", shape<in>>;
+        using w = typename sy::template param<0>;
+        static constexpr bool value =
+            std::is_same_v<decltype(model::apply(k{}, w{})), decltype(w{} * k{})>;
+    };
+
+    template <bool Ok, class = void>
+    struct linear_rule : std::false_type {};
+    template <class Void>
+    struct linear_rule<true, Void> {
+        using P = typename sy::template param<0>;
+        using S = typename sy::template surprise<0>;
+        using G = symbol<"g~", typename P::shape>;
+        using u = decltype(Spec::rule::apply(P{}, S{}, G{}, step<Spec, true, false>::gates));
+        static constexpr bool value = scalar_linear<unwrap_t<decltype(u{}.p_next)>, P, S, G>::value &&
+                                      scalar_linear<unwrap_t<decltype(u{}.s_next)>, P, S, G>::value;
+    };
+
+    using inner_expr = decltype(Spec::inner_loss::apply(typename ds::pred{}, typename ds::value{}));
+    using outer_expr = decltype(Spec::outer_loss::apply(typename ds::y{}, typename sy::target{}));
+    static constexpr bool losses_plain =
+        symbols_within<unwrap_t<inner_expr>, typename append<Fixed, typename ds::pred, typename ds::value>::type>::value &&
+        symbols_within<unwrap_t<outer_expr>, typename append<Fixed, typename ds::y, typename sy::target>::type>::value;
+
+    static constexpr bool model_ok = linear_model<one_tensor>::value;
+    static constexpr bool value = model_ok && linear_rule<model_ok>::value && losses_plain;
+};
+
+}  // namespace dual_detail
+
+/// The dual form for the memory `Spec` (see the design note). `applies` tells whether it
+/// can run; the sequence driver uses it for chunked runs when it does.
+template <class Spec, class T, bool FirstOrder, class Metas, class Fixed>
+class dual_form {
+public:
+    static constexpr bool applies = dual_detail::analysis<Spec, Fixed>::value;
+};
+
+/// The kernels, instantiated only where the dual form applies.
+template <class Spec, class T, bool FirstOrder, class Metas, class Fixed>
+class dual_kernels {
+    using an = dual_detail::analysis<Spec, Fixed>;
+    static_assert(an::value, "mnemo internal: the dual form does not apply to this memory.");
+    using sy = step_symbols<Spec>;
+    using ds = typename an::ds;
+    using st = step<Spec, true, FirstOrder>;
+    static constexpr std::size_t di = an::in, dout = an::out, d = Spec::d;
+    static constexpr std::size_t msz = di * dout;
+
+    // --- The per-token parts, as expressions. -------------------------------------------
+    static constexpr auto rule1 =
+        Spec::rule::apply(typename ds::p1{}, typename ds::s1{}, typename ds::g1{}, st::gates);
+    static constexpr auto ca = sum(grad(sum(rule1.p_next), typename ds::p1{}));
+    static constexpr auto cb = sum(grad(sum(rule1.p_next), typename ds::s1{}));
+    static constexpr auto cc = sum(grad(sum(rule1.p_next), typename ds::g1{}));
+    static constexpr auto ce = sum(grad(sum(rule1.s_next), typename ds::s1{}));
+    static constexpr auto cf = sum(grad(sum(rule1.s_next), typename ds::g1{}));
+
+    static constexpr auto inner = Spec::inner_loss::apply(typename ds::pred{}, typename ds::value{});
+    static constexpr auto inner_u = grad(inner, typename ds::pred{});
+    static constexpr auto inner_phi = sum(hadamard(typename ds::u{}, inner_u));
+    static constexpr auto outer = Spec::outer_loss::apply(typename ds::y{}, typename sy::target{});
+
+    static constexpr auto feat_phi =
+        sum(hadamard(typename ds::dk{}, st::k)) + sum(hadamard(typename ds::dv{}, st::v)) +
+        sum(hadamard(typename ds::dq{}, st::q)) + typename ds::da{} * ca + typename ds::db{} * cb +
+        typename ds::dc{} * cc + typename ds::de{} * ce + typename ds::df{} * cf;
+
+    // A meta-parameter whose per-token gradient is `outer(a, x)` (a projection of the token)
+    // is summed over a chunk as one product A^T X: the plan computes only the vector `a`.
+    template <class E>
+    struct outer_with_token : std::false_type {};
+    template <class A>
+    struct outer_with_token<node<outer_op, A, typename sy::token>> : std::true_type {
+        using left = A;
+    };
+    template <class M>
+    using meta_grad = unwrap_t<decltype(grad(feat_phi, M{}))>;
+    template <class M>
+    static constexpr bool batched = outer_with_token<meta_grad<M>>::value;
+    template <class M>
+    static constexpr auto feat_output() {
+        if constexpr (batched<M>) return typename outer_with_token<meta_grad<M>>::left{};
+        else return grad(feat_phi, M{});
+    }
+    template <class... M>
+    static auto make_feat_bwd(mnemo::detail::list<M...>) {
+        return compile<T>(feat_output<M>()...);
+    }
+    /// Offsets of the batched metas' rows in a chunk's buffer (rows per token: the meta's
+    /// first dimension), and the row width in total.
+    template <class... M>
+    static constexpr auto batched_layout(mnemo::detail::list<M...>) {
+        std::array<std::size_t, sizeof...(M) + 1> off{};
+        std::size_t o = 0, k = 0;
+        ((off[k++] = o, o += batched<M> ? M::shape::dims[0] : 0), ...);
+        off[k] = o;
+        return off;
+    }
+    static constexpr auto layout = batched_layout(Metas{});
+    static constexpr std::size_t batched_width = layout[Metas::size];
+
+    // A projection `W * x` of the token by a meta-parameter is computed for the whole
+    // sequence as one product X W^T; other features token by token in the plan.
+    template <class E>
+    struct projection : std::false_type {};
+    template <class W>
+    struct projection<node<matmul_op, W, typename sy::token>>
+        : std::bool_constant<is_symbol_v<W> && mnemo::detail::contains_type_v<Metas, W>> {
+        using matrix = W;
+    };
+    template <class E>
+    static constexpr bool projected = projection<unwrap_t<E>>::value;
+    template <class E>
+    static constexpr auto feature(E e) {
+        if constexpr (projected<E>) return typename sy::token{};  // placeholder, not read
+        else return e;
+    }
+    static constexpr bool k_proj = projected<decltype(st::k)>, v_proj = projected<decltype(st::v)>,
+                          q_proj = projected<decltype(st::q)>;
+    template <class E, class Params>
+    static void project(const Params& p, const T* x, std::size_t len, std::size_t rows, T* out) {
+        using W = typename projection<unwrap_t<E>>::matrix;
+        gemm(false, true, len, rows, d, T(1), x, d, p[W{}].data(), d, T(0), out, rows);
+    }
+
+    using feat_plan = decltype(compile<T>(feature(st::k), feature(st::v), feature(st::q), ca, cb, cc, ce, cf));
+    using inner_plan = decltype(compile<T>(inner_u, inner));
+    using inner_bwd_plan = decltype(compile<T>(grad(inner_phi, typename ds::pred{}), grad(inner_phi, typename ds::value{})));
+    using outer_plan = decltype(compile<T>(outer, grad(outer, typename ds::y{})));
+    using feat_bwd_plan = decltype(make_feat_bwd(Metas{}));
+
+    feat_plan m_feat;
+    inner_plan m_inner;
+    inner_bwd_plan m_inner_bwd;
+    outer_plan m_outer;
+    feat_bwd_plan m_feat_bwd;
+
+    // --- Binding: every symbol to a pointer. ---------------------------------------------
+    struct sources {
+        const void* params;
+        const void* hyper;
+        const T* x = nullptr;
+        const T* target = nullptr;
+        const T* pred = nullptr;
+        const T* value = nullptr;
+        const T* u = nullptr;
+        const T* y = nullptr;
+        const T* dk = nullptr;
+        const T* dv = nullptr;
+        const T* dq = nullptr;
+        const T* dcoef = nullptr;  // da, db, dc, de, df
+    };
+
+    template <class Params, class Hyper, class Sym>
+    static const T* resolve(const sources& s) {
+        if constexpr (std::is_same_v<Sym, typename sy::token>) return s.x;
+        else if constexpr (std::is_same_v<Sym, typename sy::target>) return s.target;
+        else if constexpr (std::is_same_v<Sym, typename ds::pred>) return s.pred;
+        else if constexpr (std::is_same_v<Sym, typename ds::value>) return s.value;
+        else if constexpr (std::is_same_v<Sym, typename ds::u>) return s.u;
+        else if constexpr (std::is_same_v<Sym, typename ds::y>) return s.y;
+        else if constexpr (std::is_same_v<Sym, typename ds::dk>) return s.dk;
+        else if constexpr (std::is_same_v<Sym, typename ds::dv>) return s.dv;
+        else if constexpr (std::is_same_v<Sym, typename ds::dq>) return s.dq;
+        else if constexpr (std::is_same_v<Sym, typename ds::da>) return s.dcoef + 0;
+        else if constexpr (std::is_same_v<Sym, typename ds::db>) return s.dcoef + 1;
+        else if constexpr (std::is_same_v<Sym, typename ds::dc>) return s.dcoef + 2;
+        else if constexpr (std::is_same_v<Sym, typename ds::de>) return s.dcoef + 3;
+        else if constexpr (std::is_same_v<Sym, typename ds::df>) return s.dcoef + 4;
+        else if constexpr (mnemo::detail::contains_type_v<Fixed, Sym>)
+            return &(*static_cast<const Hyper*>(s.hyper))[Sym{}];
+        else return (*static_cast<const Params*>(s.params))[Sym{}].data();
+    }
+
+    template <class Params, class Hyper, class Plan, class... Syms>
+    static void call(Plan& plan, const sources& s, mnemo::detail::list<Syms...>) {
+        plan.run_unchecked(typename Plan::pointers{resolve<Params, Hyper, Syms>(s)...});
+    }
+    template <class Params, class Hyper, class Plan>
+    static void call(Plan& plan, const sources& s) {
+        call<Params, Hyper>(plan, s, typename Plan::graph::symbols{});
+    }
+
+    template <std::size_t I, class Plan>
+    static T scalar_out(const Plan& p) {
+        return *p.template data<I>();
+    }
+
+    // --- Work space (reused between calls: no allocation once warm). ---------------------
+    std::vector<T> m_seq;     // per-token quantities of the whole sequence
+    std::vector<T> m_chunk;   // per-chunk scratch
+    std::vector<T> m_starts;  // the state at every chunk start (M, S)
+
+    // Scalar recurrences of one chunk of length bl: alpha, beta, eps (bl), Gamma, Phi (bl x bl).
+    static void coefficients(const T* coef, std::size_t bl, std::size_t b, T* al, T* be, T* ep, T* Ga, T* Ph) {
+        for (std::size_t t = 0; t < bl; ++t) {
+            const T a = coef[5 * t], bb = coef[5 * t + 1], c = coef[5 * t + 2], e = coef[5 * t + 3],
+                    f = coef[5 * t + 4];
+            T* gr = Ga + t * b;
+            T* pr = Ph + t * b;
+            std::fill_n(gr, b, T(0));
+            std::fill_n(pr, b, T(0));
+            if (t > 0) {
+                const T* gp = Ga + (t - 1) * b;
+                const T* pp = Ph + (t - 1) * b;
+                for (std::size_t s = 0; s < t; ++s) {
+                    gr[s] = a * gp[s] + bb * pp[s];
+                    pr[s] = e * pp[s];
+                }
+            }
+            gr[t] = c;
+            pr[t] = f;
+            const T ep_prev = t ? ep[t - 1] : T(1), al_prev = t ? al[t - 1] : T(1), be_prev = t ? be[t - 1] : T(0);
+            ep[t] = e * ep_prev;
+            al[t] = a * al_prev;
+            be[t] = a * be_prev + bb * ep_prev;
+        }
+    }
+
+    static void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a,
+                     std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc) {
+        mnemo::detail::blas::gemm_acc(ta, tb, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c,
+                                      int(ldc));
+    }
+
+public:
+    /// Forward (and, when `backward`, the backward) of one sequence whose first token starts
+    /// a chunk. The state holds (M, S, G); see `sequence_memory`.
+    template <class Params, class Hyper>
+    void run_sequence(const Params& p, const Hyper& h, const T* tok, const T* tgt, std::size_t len,
+                      std::size_t b, T scale, T* state, T* y_out, T* surprise, T& loss, bool backward,
+                      const T* final_adj, Params* grads, T* initial_adj) {
+        const std::size_t nch = (len + b - 1) / b;
+        // Per-token quantities: K, V, Q, P (pred), U, Y, dY, coefficients.
+        const std::size_t oK = 0, oV = oK + len * di, oQ = oV + len * dout, oP = oQ + len * di,
+                          oU = oP + len * dout, oY = oU + len * dout, odY = oY + len * dout,
+                          oC = odY + len * dout, oA = oC + 5 * len, seq_size = oA + 2 * len * dout;
+        m_seq.resize(seq_size);
+        T *K = m_seq.data() + oK, *V = m_seq.data() + oV, *Q = m_seq.data() + oQ, *P = m_seq.data() + oP,
+          *U = m_seq.data() + oU, *Y = m_seq.data() + oY, *dY = m_seq.data() + odY, *C = m_seq.data() + oC,
+          *A12 = m_seq.data() + oA;  // Q [M0; S0]^T of each token's chunk: (len, 2 dout)
+        // Chunk scratch.
+        const std::size_t bb = b * b;
+        const std::size_t cAl = 0, cBe = cAl + b, cEp = cBe + b, cGa = cEp + b, cPh = cGa + bb, cQK = cPh + bb,
+                          cW = cQK + bb, cA1 = cW + bb, cT1 = cA1 + 2 * b * dout,
+                          cT2 = cT1 + msz, cKg = cT2 + msz, c_size = cKg + b * std::max(di, dout);
+        const std::size_t bwd_size = backward ? (4 * bb + 3 * b + 8 * b * std::max(di, dout) + 5 * b + 4 * msz + b * batched_width) : 0;
+        m_chunk.resize(c_size + bwd_size);
+        T* ch = m_chunk.data();
+        T *al = ch + cAl, *be = ch + cBe, *ep = ch + cEp, *Ga = ch + cGa, *Ph = ch + cPh, *QK = ch + cQK,
+          *W = ch + cW, *A1 = ch + cA1, *T1 = ch + cT1, *T2 = ch + cT2, *Kg = ch + cKg;
+        if (backward) m_starts.resize(nch * 2 * msz);
+
+        T* M = state;
+        T* S = state + msz;
+        T* G = state + 2 * msz;
+        sources src{&p, &h};
+
+        // Per-token features.
+        if constexpr (k_proj) project<decltype(st::k)>(p, tok, len, di, K);
+        if constexpr (v_proj) project<decltype(st::v)>(p, tok, len, dout, V);
+        if constexpr (q_proj) project<decltype(st::q)>(p, tok, len, di, Q);
+        for (std::size_t t = 0; t < len; ++t) {
+            src.x = tok + t * d;
+            call<Params, Hyper>(m_feat, src);
+            if constexpr (!k_proj) std::copy_n(m_feat.template data<0>(), di, K + t * di);
+            if constexpr (!v_proj) std::copy_n(m_feat.template data<1>(), dout, V + t * dout);
+            if constexpr (!q_proj) std::copy_n(m_feat.template data<2>(), di, Q + t * di);
+            C[5 * t + 0] = scalar_out<3>(m_feat);
+            C[5 * t + 1] = scalar_out<4>(m_feat);
+            C[5 * t + 2] = scalar_out<5>(m_feat);
+            C[5 * t + 3] = scalar_out<6>(m_feat);
+            C[5 * t + 4] = scalar_out<7>(m_feat);
+        }
+
+        for (std::size_t c = 0; c < nch; ++c) {
+            const std::size_t t0 = c * b, bl = std::min(b, len - t0);
+            if (backward) std::copy_n(state, 2 * msz, m_starts.data() + c * 2 * msz);
+            std::copy_n(M, msz, G);
+            const T *Kc = K + t0 * di, *Vc = V + t0 * dout, *Qc = Q + t0 * di;
+            T *Pc = P + t0 * dout, *Uc = U + t0 * dout, *Yc = Y + t0 * dout;
+            // Inner gradients at the chunk's start: pred = K M^T, then u per token.
+            gemm(false, true, bl, dout, di, T(1), Kc, di, M, di, T(0), Pc, dout);
+            for (std::size_t t = 0; t < bl; ++t) {
+                src.pred = Pc + t * dout;
+                src.value = Vc + t * dout;
+                call<Params, Hyper>(m_inner, src);
+                std::copy_n(m_inner.template data<0>(), dout, Uc + t * dout);
+                surprise[t0 + t] = scalar_out<1>(m_inner);
+            }
+            coefficients(C + 5 * t0, bl, b, al, be, ep, Ga, Ph);
+            // Retrievals: Y = diag(alpha) Q M^T + diag(beta) Q S^T + (Gamma o Q K^T) U.
+            // [M; S] is one (2 dout, di) matrix in the state.
+            T* Ac = A12 + t0 * 2 * dout;
+            gemm(false, true, bl, 2 * dout, di, T(1), Qc, di, M, di, T(0), Ac, 2 * dout);
+            gemm(false, true, bl, bl, di, T(1), Qc, di, Kc, di, T(0), QK, b);
+            for (std::size_t t = 0; t < bl; ++t)
+                for (std::size_t s = 0; s < bl; ++s) W[t * b + s] = s <= t ? Ga[t * b + s] * QK[t * b + s] : T(0);
+            gemm(false, false, bl, dout, bl, T(1), W, b, Uc, dout, T(0), Yc, dout);
+            for (std::size_t t = 0; t < bl; ++t) {
+                const T at = al[t], bt = be[t];
+                for (std::size_t i = 0; i < dout; ++i)
+                    Yc[t * dout + i] += at * Ac[t * 2 * dout + i] + bt * Ac[t * 2 * dout + dout + i];
+            }
+            // Outer losses.
+            for (std::size_t t = 0; t < bl; ++t) {
+                src.y = Yc + t * dout;
+                src.target = tgt + (t0 + t) * dout;
+                call<Params, Hyper>(m_outer, src);
+                loss += scale * scalar_out<0>(m_outer);
+                const T* gy = m_outer.template data<1>();
+                T* dy = dY + (t0 + t) * dout;
+                for (std::size_t i = 0; i < dout; ++i) dy[i] = scale * gy[i];
+                if (y_out) std::copy_n(Yc + t * dout, dout, y_out + (t0 + t) * dout);
+            }
+            // End state: M' = alpha M + beta S + U^T diag(Gamma_last) K, S' = eps S + U^T diag(Phi_last) K.
+            const std::size_t L = bl - 1;
+            for (std::size_t s = 0; s < bl; ++s) {
+                const T g = Ga[L * b + s];
+                for (std::size_t j = 0; j < di; ++j) Kg[s * di + j] = g * Kc[s * di + j];
+            }
+            gemm(true, false, dout, di, bl, T(1), Uc, dout, Kg, di, T(0), T1, di);
+            for (std::size_t s = 0; s < bl; ++s) {
+                const T f = Ph[L * b + s];
+                for (std::size_t j = 0; j < di; ++j) Kg[s * di + j] = f * Kc[s * di + j];
+            }
+            gemm(true, false, dout, di, bl, T(1), Uc, dout, Kg, di, T(0), T2, di);
+            // (Scalars in locals: the buffers may alias as far as the compiler knows.)
+            const T aL = al[L], bL = be[L], eL = ep[L];
+            for (std::size_t k = 0; k < msz; ++k) {
+                const T m = M[k], s = S[k];
+                M[k] = aL * m + bL * s + T1[k];
+                S[k] = eL * s + T2[k];
+            }
+        }
+        if (!backward) return;
+
+        // ---------------------------------------------------------------------------------
+        // Backward, chunk by chunk from the last.
+        T* bw = ch + c_size;
+        T *dGa = bw, *dPh = dGa + bb, *dW = dPh + bb, *dQK = dW + bb, *dal = dQK + bb, *dbe = dal + b,
+          *dep = dbe + b;
+        const std::size_t wmax = std::max(di, dout);
+        T *dK = dep + b, *dQ = dK + b * wmax, *dU = dQ + b * wmax, *dV = dU + b * wmax, *dP = dV + b * wmax,
+          *X1 = dP + b * wmax, *X2 = X1 + 2 * b * wmax, *dcoef = X2 + b * wmax, *dM = dcoef + 5 * b, *dS = dM + msz, *dM0 = dS + msz,
+          *dS0 = dM0 + msz, *Ab = dS0 + msz;
+        if (final_adj) {
+            std::copy_n(final_adj, msz, dM);
+            std::copy_n(final_adj + msz, msz, dS);
+        } else {
+            std::fill_n(dM, 2 * msz, T(0));
+        }
+        for (std::size_t c = nch; c-- > 0;) {
+            const std::size_t t0 = c * b, bl = std::min(b, len - t0), L = bl - 1;
+            const T* M0 = m_starts.data() + c * 2 * msz;
+            const T* S0 = M0 + msz;
+            const T *Kc = K + t0 * di, *Vc = V + t0 * dout, *Qc = Q + t0 * di, *Pc = P + t0 * dout,
+                    *Uc = U + t0 * dout, *dYc = dY + t0 * dout;
+            coefficients(C + 5 * t0, bl, b, al, be, ep, Ga, Ph);
+            const T* Ac = A12 + t0 * 2 * dout;
+            T* dA = A1;  // (bl, 2 dout): the adjoints of Q M0^T and Q S0^T, side by side
+            gemm(false, true, bl, bl, di, T(1), Qc, di, Kc, di, T(0), QK, b);
+            for (std::size_t t = 0; t < bl; ++t)
+                for (std::size_t s = 0; s < bl; ++s) W[t * b + s] = s <= t ? Ga[t * b + s] * QK[t * b + s] : T(0);
+
+            std::fill_n(dGa, 2 * bb, T(0));  // dGa, dPh
+            std::fill_n(dal, 3 * b, T(0));   // dal, dbe, dep
+            std::fill_n(dK, bl * di, T(0));
+            std::fill_n(dU, bl * dout, T(0));
+            // The chunk's end state: dM, dS are its adjoints.
+            {
+                const T aL = al[L], bL = be[L], eL = ep[L];
+                T sa = 0, sb = 0, se = 0;
+                for (std::size_t k = 0; k < msz; ++k) {
+                    dM0[k] = aL * dM[k];
+                    dS0[k] = bL * dM[k] + eL * dS[k];
+                    sa += dM[k] * M0[k];
+                    sb += dM[k] * S0[k];
+                    se += dS[k] * S0[k];
+                }
+                dal[L] += sa;
+                dbe[L] += sb;
+                dep[L] += se;
+            }
+            if (c + 1 == nch && final_adj) {
+                // G of the state after the last chunk is this chunk's start memory.
+                for (std::size_t k = 0; k < msz; ++k) dM0[k] += final_adj[2 * msz + k];
+            }
+            // M' term U^T diag(Gamma_L) K and S' term U^T diag(Phi_L) K.
+            // X1 = K [dM; dS]^T (bl x 2 dout): rows (dM k_s)^T and (dS k_s)^T.
+            gemm(false, true, bl, 2 * dout, di, T(1), Kc, di, dM, di, T(0), X1, 2 * dout);
+            for (int pass = 0; pass < 2; ++pass) {
+                const T* Dm = pass == 0 ? dM : dS;
+                const T* coef_row = (pass == 0 ? Ga : Ph) + L * b;
+                T* dcoef_row = (pass == 0 ? dGa : dPh) + L * b;
+                for (std::size_t s = 0; s < bl; ++s) {
+                    const T* x1 = X1 + s * 2 * dout + pass * dout;
+                    const T cs = coef_row[s];
+                    T acc = 0;
+                    for (std::size_t i = 0; i < dout; ++i) {
+                        acc += Uc[s * dout + i] * x1[i];
+                        dU[s * dout + i] += cs * x1[i];
+                    }
+                    dcoef_row[s] += acc;
+                }
+                // dK_s += coef_s (u_s^T Dm).
+                gemm(false, false, bl, di, dout, T(1), Uc, dout, Dm, di, T(0), X2, di);
+                for (std::size_t s = 0; s < bl; ++s) {
+                    const T cs = coef_row[s];
+                    for (std::size_t j = 0; j < di; ++j) dK[s * di + j] += cs * X2[s * di + j];
+                }
+            }
+            // Retrievals.
+            for (std::size_t t = 0; t < bl; ++t) {
+                T a1 = 0, a2 = 0;
+                const T* a = Ac + t * 2 * dout;
+                T* da = dA + t * 2 * dout;
+                for (std::size_t i = 0; i < dout; ++i) {
+                    a1 += dYc[t * dout + i] * a[i];
+                    a2 += dYc[t * dout + i] * a[dout + i];
+                }
+                dal[t] += a1;
+                dbe[t] += a2;
+                const T at = al[t], bt = be[t];
+                for (std::size_t i = 0; i < dout; ++i) {
+                    da[i] = at * dYc[t * dout + i];
+                    da[dout + i] = bt * dYc[t * dout + i];
+                }
+            }
+            // dQ = dA [M0; S0],  [dM0; dS0] += dA^T Q (M0, S0 and dM0, dS0 are contiguous).
+            gemm(false, false, bl, di, 2 * dout, T(1), dA, 2 * dout, M0, di, T(0), dQ, di);
+            gemm(true, false, 2 * dout, di, bl, T(1), dA, 2 * dout, Qc, di, T(1), dM0, di);
+            gemm(false, true, bl, bl, dout, T(1), dYc, dout, Uc, dout, T(0), dW, b);
+            gemm(true, false, bl, dout, bl, T(1), W, b, dYc, dout, T(1), dU, dout);
+            for (std::size_t t = 0; t < bl; ++t)
+                for (std::size_t s = 0; s < bl; ++s) {
+                    const bool low = s <= t;
+                    dGa[t * b + s] += low ? dW[t * b + s] * QK[t * b + s] : T(0);
+                    dQK[t * b + s] = low ? dW[t * b + s] * Ga[t * b + s] : T(0);
+                }
+            gemm(false, false, bl, di, bl, T(1), dQK, b, Kc, di, T(1), dQ, di);
+            gemm(true, false, bl, di, bl, T(1), dQK, b, Qc, di, T(1), dK, di);
+
+            // The coefficient recurrences, in reverse.
+            for (std::size_t t = bl; t-- > 0;) {
+                const T a = C[5 * (t0 + t)], bv = C[5 * (t0 + t) + 1], e = C[5 * (t0 + t) + 3];
+                T da = 0, db = 0, dc = dGa[t * b + t], de = 0, df = dPh[t * b + t];
+                if (t > 0) {
+                    const T* gp = Ga + (t - 1) * b;
+                    const T* pp = Ph + (t - 1) * b;
+                    T* dgp = dGa + (t - 1) * b;
+                    T* dpp = dPh + (t - 1) * b;
+                    for (std::size_t s = 0; s < t; ++s) {
+                        const T g = dGa[t * b + s], ph = dPh[t * b + s];
+                        da += g * gp[s];
+                        db += g * pp[s];
+                        de += ph * pp[s];
+                        dgp[s] += a * g;
+                        dpp[s] += bv * g + e * ph;
+                    }
+                }
+                const T ep_prev = t ? ep[t - 1] : T(1), al_prev = t ? al[t - 1] : T(1),
+                        be_prev = t ? be[t - 1] : T(0);
+                da += dbe[t] * be_prev + dal[t] * al_prev;
+                db += dbe[t] * ep_prev;
+                de += dep[t] * ep_prev;
+                if (t > 0) {
+                    dbe[t - 1] += a * dbe[t];
+                    dep[t - 1] += bv * dbe[t] + e * dep[t];
+                    dal[t - 1] += a * dal[t];
+                }
+                T* dco = dcoef + 5 * t;
+                dco[0] = da;
+                dco[1] = db;
+                dco[2] = dc;
+                dco[3] = de;
+                dco[4] = df;
+            }
+
+            // Through u = u(pred, v) with pred = K M0^T (M0 is the chunk's G).
+            if constexpr (!FirstOrder) {
+                for (std::size_t t = 0; t < bl; ++t) {
+                    src.pred = Pc + t * dout;
+                    src.value = Vc + t * dout;
+                    src.u = dU + t * dout;
+                    call<Params, Hyper>(m_inner_bwd, src);
+                    std::copy_n(m_inner_bwd.template data<0>(), dout, dP + t * dout);
+                    std::copy_n(m_inner_bwd.template data<1>(), dout, dV + t * dout);
+                }
+                gemm(false, false, bl, di, dout, T(1), dP, dout, M0, di, T(1), dK, di);
+                gemm(true, false, dout, di, bl, T(1), dP, dout, Kc, di, T(1), dM0, di);
+            } else {
+                // The inner gradient is a constant: nothing flows through u or k.
+                std::fill_n(dK, bl * di, T(0));
+                std::fill_n(dV, bl * dout, T(0));
+            }
+            // Per-token features: projections, gates, coefficients.
+            for (std::size_t t = 0; t < bl; ++t) {
+                src.x = tok + (t0 + t) * d;
+                src.dk = dK + t * di;
+                src.dv = dV + t * dout;
+                src.dq = dQ + t * di;
+                src.dcoef = dcoef + 5 * t;
+                call<Params, Hyper>(m_feat_bwd, src);
+                accumulate(m_feat_bwd, *grads, Ab + t * batched_width, Metas{});
+            }
+            add_batched(*grads, Ab, tok + t0 * d, bl, Metas{});
+            std::copy_n(dM0, msz, dM);
+            std::copy_n(dS0, msz, dS);
+        }
+        std::copy_n(dM, 2 * msz, initial_adj);
+        std::fill_n(initial_adj + 2 * msz, msz, T(0));
+    }
+
+private:
+    template <class Plan, class Params, class... M>
+    static void accumulate(const Plan& plan, Params& grads, T* rows, mnemo::detail::list<M...>) {
+        [&]<std::size_t... J>(std::index_sequence<J...>) {
+            (add<J, M>(plan, grads, rows), ...);
+        }(std::index_sequence_for<M...>{});
+    }
+    template <std::size_t J, class M, class Plan, class Params>
+    static void add(const Plan& plan, Params& grads, T* rows) {
+        const T* src = plan.template data<J>();
+        if constexpr (batched<M>) {
+            std::copy_n(src, M::shape::dims[0], rows + layout[J]);
+        } else {
+            T* dst = grads[M{}].data();
+            for (std::size_t k = 0; k < M::shape::size; ++k) dst[k] += src[k];
+        }
+    }
+    /// grads[M] += A^T X over the chunk's bl tokens, for each batched M.
+    template <class Params, class... M>
+    static void add_batched(Params& grads, const T* rows, const T* x, std::size_t bl, mnemo::detail::list<M...>) {
+        [&]<std::size_t... J>(std::index_sequence<J...>) {
+            ((batched<M> ? gemm(true, false, M::shape::dims[0], d, bl, T(1), rows + layout[J], batched_width, x, d,
+                                T(1), grads[M{}].data(), d)
+                         : void()),
+             ...);
+        }(std::index_sequence_for<M...>{});
+    }
+};
+
+/// The dual form's kernels where it applies; nothing otherwise.
+template <bool Applies, class Kernels>
+struct dual_holder_of {};
+template <class Kernels>
+struct dual_holder_of<true, Kernels> {
+    Kernels kernels;
+};
+
+}  // namespace mnemo::memory
