@@ -66,6 +66,11 @@ constexpr std::size_t d2 = 8, hidden = 16;
 using mlp_model = mm::residual<mm::mlp<mm::silu_act, true, d2, hidden>>;
 using mlp_memory = mm::spec<d2, mlp_model, weighted_l2<d2>, nesterov_rule, mm::const_gates, mm::mse>;
 
+// Chunked runs of memory 1 take the dual form (docs/memory.md); memory 2 runs the plain
+// chunked step: both read off the expressions at compile time.
+static_assert(mm::sequence_memory<linear_memory>::has_dual_form);
+static_assert(!mm::sequence_memory<mlp_memory>::has_dual_form);
+
 // ---------------------------------------------------------------------------------------
 // Helpers.
 

@@ -107,13 +107,60 @@ struct graph<list<Ns...>, list<Outs...>> {
                 default: m = true;
             }
             r.materialised[j] = m;
-            if (m) {
-                r.offset[j] = r.arena_size;
-                r.arena_size += (size[j] + arena_align - 1) / arena_align * arena_align;
-                ++r.steps;
-            }
+            if (m) ++r.steps;
         }
+        place(r);
         return r;
+    }
+
+    /// Buffer offsets by liveness: a buffer is free again after the last step that reads it,
+    /// and a later node of no greater (aligned) size takes it (the smallest that fits), so
+    /// the arena, and the memory a step touches, stay small. Outputs keep their own buffers.
+    ///
+    /// A node is read when the step that evaluates it runs: its own step when materialised,
+    /// else the step of its consumer (the latest one, for a transpose read by several
+    /// products); nodes come after their children in `order`, so one pass from the last
+    /// node finds every evaluation time before it is needed.
+    static constexpr void place(info& r) {
+        constexpr std::size_t none = static_cast<std::size_t>(-1);
+        std::array<std::size_t, n> eval{}, last{};
+        for (std::size_t j = 0; j < n; ++j) {
+            eval[j] = r.materialised[j] ? j : 0;
+            last[j] = r.is_output[j] ? n : (r.materialised[j] ? j : 0);
+        }
+        for (std::size_t j = n; j-- > 0;)
+            for (std::size_t c : child[j]) {
+                if (c == no_child) continue;
+                if (!r.materialised[c] && eval[j] > eval[c]) eval[c] = eval[j];
+                if (eval[j] > last[c]) last[c] = eval[j];
+            }
+        // Free buffers: offset and (aligned) size; none marks an empty slot.
+        std::array<std::size_t, n> free_off{}, free_size{};
+        for (std::size_t k = 0; k < n; ++k) free_off[k] = none;
+        auto aligned = [](std::size_t s) { return (s + arena_align - 1) / arena_align * arena_align; };
+        for (std::size_t j = 0; j < n; ++j) {
+            if (!r.materialised[j]) continue;
+            const std::size_t want = aligned(size[j]);
+            std::size_t best = none;
+            for (std::size_t k = 0; k < n; ++k)
+                if (free_off[k] != none && free_size[k] >= want && (best == none || free_size[k] < free_size[best]))
+                    best = k;
+            if (best != none) {
+                r.offset[j] = free_off[best];
+                free_off[best] = none;
+            } else {
+                r.offset[j] = r.arena_size;
+                r.arena_size += want;
+            }
+            // Buffers whose last reader is this step are free for the next steps.
+            for (std::size_t c = 0; c <= j; ++c)
+                if (r.materialised[c] && last[c] == j && c != j) {
+                    std::size_t k = 0;
+                    while (free_off[k] != none) ++k;
+                    free_off[k] = r.offset[c];
+                    free_size[k] = aligned(size[c]);
+                }
+        }
     }
     static constexpr info facts = analyse();
 
