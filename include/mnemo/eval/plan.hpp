@@ -167,7 +167,11 @@ void run_step(context<T, G>& ctx) {
         constexpr int k = static_cast<int>(A::shape::dims[1]);
         const auto [a, ta] = operand<T, G, ch[0]>(ctx);
         const auto [b, tb] = operand<T, G, ch[1]>(ctx);
-        if constexpr (B::shape::rank == 1) {
+        // Whether A is read transposed is known here at compile time.
+        constexpr bool a_transposed = G::kind[ch[0]] == node_kind::transpose && !G::facts.materialised[ch[0]];
+        if constexpr (B::shape::rank == 1 && blas::use_small_gemv(a_transposed, m, k)) {
+            blas::small_gemv<m, k>(ta, a, b, out);  // stored A is (m, k), or (k, m) when ta
+        } else if constexpr (B::shape::rank == 1) {
             // Stored A is (m, k), or (k, m) when ta.
             blas::gemv(ta, ta ? k : m, ta ? m : k, a, b, out);
         } else {

@@ -285,13 +285,20 @@ private:
     // One token forward: state -> next state (M, S; G untouched), y, surprise, loss.
     template <class Plan>
     void forward_token(Plan& plan, bindings b, T* state, T* y, T& surprise, T& loss) {
-        b.state = state;
+        forward_token<false>(plan, b, state, state, y, surprise, loss);
+    }
+    /// The same from the state `in` into `out` (G carried over in the chunked form).
+    template <bool Chunked, class Plan>
+    void forward_token(Plan& plan, bindings b, const T* in, T* out, T* y, T& surprise, T& loss) {
+        b.state = in;
         call(plan, b);
         [&]<std::size_t... I>(std::index_sequence<I...>) {
-            ((std::copy_n(plan.template data<I>(), sizes[I], state + offset(0, I)),
-              std::copy_n(plan.template data<n + I>(), sizes[I], state + offset(1, I))),
+            ((std::copy_n(plan.template data<I>(), sizes[I], out + offset(0, I)),
+              std::copy_n(plan.template data<n + I>(), sizes[I], out + offset(1, I))),
              ...);
         }(std::make_index_sequence<n>{});
+        if constexpr (Chunked)
+            if (out != in) std::copy_n(in + offset(2, 0), memory_size, out + offset(2, 0));
         if (y) std::copy_n(plan.template data<2 * n>(), d_out, y);
         surprise = *plan.template data<2 * n + 1>();
         loss = *plan.template data<2 * n + 2>();
@@ -380,11 +387,21 @@ private:
         for (std::size_t t = 0; t < len; ++t) {
             if (backward && t < last_t0 && t % c == 0) std::copy_n(s, state_size, checkpoints + (t / c) * state_size);
             if (Chunked && chunk_start(start_pos + t, b_chunk)) reset_grad_point(s);
-            if (backward && t >= last_t0) std::copy_n(s, state_size, seg_states + (t - last_t0) * state_size);
             b.x = tok + t * d;
             b.target = tgt + t * d_out;
             T token_loss = 0;
-            forward_token(fwd, b, s, y ? y + t * d_out : nullptr, surprise[t], token_loss);
+            T* yt = y ? y + t * d_out : nullptr;
+            if (backward && t >= last_t0) {
+                // The last segment's states are kept for the backward: each token writes
+                // the next state straight into the next slot (the last into the result).
+                T* slot = seg_states + (t - last_t0) * state_size;
+                if (t == last_t0) std::copy_n(s, state_size, slot);
+                T* next = t + 1 < len ? slot + state_size : st.values.data();
+                forward_token<Chunked>(fwd, b, slot, next, yt, surprise[t], token_loss);
+                s = next;
+            } else {
+                forward_token<Chunked>(fwd, b, s, s, yt, surprise[t], token_loss);
+            }
             loss += scale * token_loss;
         }
         st.position = start_pos + len;
