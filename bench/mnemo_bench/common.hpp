@@ -51,6 +51,23 @@ inline void summarise(std::vector<double>& times, result& r) {
     r.min_s = times.front();
 }
 
+/// Times `step` (one unit of work): `warmup` untimed calls, then calls for `opt.seconds`
+/// (at least 3, at most `opt.max_runs` when set); the median and minimum go into r.
+template <class F>
+void time_steps(F&& step, int warmup, const options& opt, result& r) {
+    using clock = std::chrono::steady_clock;
+    for (int i = 0; i < warmup; ++i) step();
+    std::vector<double> times;
+    const auto start = clock::now();
+    do {
+        const auto t0 = clock::now();
+        step();
+        times.push_back(std::chrono::duration<double>(clock::now() - t0).count());
+    } while ((opt.max_runs == 0 || int(times.size()) < opt.max_runs) &&
+             (std::chrono::duration<double>(clock::now() - start).count() < opt.seconds || times.size() < 3));
+    summarise(times, r);
+}
+
 inline double peak_rss_mb() {
     rusage u{};
     getrusage(RUSAGE_SELF, &u);
@@ -111,22 +128,7 @@ result run(const std::string& name, std::size_t batch, std::size_t length, std::
     r.batch = batch;
     r.length = length;
     r.d = d;
-    std::vector<double> times;
-    using clock = std::chrono::steady_clock;
-    auto step = [&] {
-        auto t0 = clock::now();
-        auto out = memory.meta_gradient(p, h, tokens, targets, ro);
-        times.push_back(std::chrono::duration<double>(clock::now() - t0).count());
-        r.loss = double(out.loss);
-    };
-    step();  // warm-up
-    times.clear();
-    const auto start = clock::now();
-    do {
-        step();
-    } while ((opt.max_runs == 0 || int(times.size()) < opt.max_runs) &&
-             (std::chrono::duration<double>(clock::now() - start).count() < opt.seconds || times.size() < 3));
-    summarise(times, r);
+    time_steps([&] { r.loss = double(memory.meta_gradient(p, h, tokens, targets, ro).loss); }, 1, opt, r);
     r.tokens_per_s = double(batch * length) / r.median_s;
     r.gflops = 54.0 * double(batch) * double(length) * double(d) * double(d) / r.median_s / 1e9;
     r.peak_rss_mb = peak_rss_mb();

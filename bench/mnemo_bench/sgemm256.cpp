@@ -17,22 +17,12 @@ result run_sgemm256(const options& opt) {
     r.batch = 1;
     r.length = 1;
     r.d = n;
-    std::vector<double> times;
-    using clock = std::chrono::steady_clock;
-    auto step = [&] {
-        auto t0 = clock::now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
-                    c.data(), n);
-        times.push_back(std::chrono::duration<double>(clock::now() - t0).count());
-    };
-    for (int i = 0; i < 10; ++i) step();  // warm-up
-    times.clear();
-    const auto start = clock::now();
-    do {
-        step();
-    } while ((opt.max_runs == 0 || int(times.size()) < opt.max_runs) &&
-             (std::chrono::duration<double>(clock::now() - start).count() < opt.seconds || times.size() < 3));
-    summarise(times, r);
+    time_steps(
+        [&] {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
+                        c.data(), n);
+        },
+        10, opt, r);
     r.gflops = 2.0 * double(n) * n * n / r.median_s / 1e9;
     r.peak_rss_mb = peak_rss_mb();
     return r;

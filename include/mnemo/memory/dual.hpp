@@ -190,19 +190,13 @@ class dual_kernels {
 
     // A meta-parameter whose per-token gradient is `outer(a, x)` (a projection of the token)
     // is summed over a chunk as one product A^T X: the plan computes only the vector `a`.
-    template <class E>
-    struct outer_with_token : std::false_type {};
-    template <class A>
-    struct outer_with_token<node<outer_op, A, typename sy::token>> : std::true_type {
-        using left = A;
-    };
     template <class M>
-    using meta_grad = unwrap_t<decltype(grad(feat_phi, M{}))>;
+    using meta_grad = detail::outer_with_token<unwrap_t<decltype(grad(feat_phi, M{}))>, typename sy::token>;
     template <class M>
-    static constexpr bool batched = outer_with_token<meta_grad<M>>::value;
+    static constexpr bool batched = meta_grad<M>::value;
     template <class M>
     static constexpr auto feat_output() {
-        if constexpr (batched<M>) return typename outer_with_token<meta_grad<M>>::left{};
+        if constexpr (batched<M>) return typename meta_grad<M>::left{};
         else return grad(feat_phi, M{});
     }
     template <class... M>

@@ -176,17 +176,41 @@ private:
         return compile<T>(St::template next_param<I>..., St::template next_surprise<I>..., St::y, St::inner_loss,
                           St::outer_loss);
     }
+    // A meta-parameter whose per-token gradient is `outer(a, x)` (a projection of the token)
+    // gets it summed over the sequence as one product A^T X: the backward step computes only
+    // the vector `a` of each token, not the outer product.
+    template <class St, class M>
+    using meta_grad = detail::outer_with_token<unwrap_t<decltype(grad(St::phi, M{}))>, typename symbols::token>;
+    template <class St, class M>
+    static constexpr bool batched = meta_grad<St, M>::value;
+    template <class St, class M>
+    static constexpr auto meta_output() {
+        if constexpr (batched<St, M>) return typename meta_grad<St, M>::left{};
+        else return grad(St::phi, M{});
+    }
+    /// Where each batched meta's rows start in a token's row of the buffer, and the width.
+    template <class St, class... M>
+    static constexpr auto batched_layout(mnemo::detail::list<M...>) {
+        std::array<std::size_t, sizeof...(M) + 1> off{};
+        std::size_t o = 0, k = 0;
+        ((off[k++] = o, o += batched<St, M> ? M::shape::dims[0] : 0), ...);
+        off[k] = o;
+        return off;
+    }
+    template <class St>
+    static constexpr auto layout = batched_layout<St>(meta_list{});
+
     template <class St, bool Chunked, class... Metas, std::size_t... I>
     static auto make_backward(mnemo::detail::list<Metas...>, std::index_sequence<I...>) {
         if constexpr (Chunked)
             return compile<T>(grad(St::phi, typename symbols::template param<I>{})...,
                               grad(St::phi, typename symbols::template surprise<I>{})...,
                               grad(St::phi, typename symbols::template grad_point<I>{})...,
-                              grad(St::phi, Metas{})...);
+                              meta_output<St, Metas>()...);
         else
             return compile<T>(grad(St::phi, typename symbols::template param<I>{})...,
                               grad(St::phi, typename symbols::template surprise<I>{})...,
-                              grad(St::phi, Metas{})...);
+                              meta_output<St, Metas>()...);
     }
     using seq_forward_plan = decltype(make_forward<seq_step>(std::make_index_sequence<n>{}));
     using chunk_forward_plan = decltype(make_forward<chunk_step>(std::make_index_sequence<n>{}));
@@ -376,12 +400,16 @@ private:
         // Checkpoints: the state before tokens 0, c, 2c, ... (only when a backward follows);
         // the last segment needs none, the forward keeps its states. Every part of the work
         // buffer is written before it is read: it is only grown, never cleared.
-        if (backward && work.size() < (segments + c + 3) * state_size) work.resize((segments + c + 3) * state_size);
+        using St = std::conditional_t<Chunked, chunk_step, seq_step>;
+        constexpr std::size_t width = layout<St>[meta_list::size];
+        const std::size_t need = (segments + c + 3) * state_size + len * width;
+        if (backward && work.size() < need) work.resize(need);
         T* checkpoints = work.data();
         T* seg_states = checkpoints + segments * state_size;  // c states inside a segment
         T* adj = seg_states + c * state_size;                 // adjoint (dM, dS, dG accumulated)
         T* adj_next = adj + state_size;
         T* cur = adj_next + state_size;
+        T* rows = cur + state_size;  // batched metas: one row of vectors per token
 
         T* s = st.values.data();
         for (std::size_t t = 0; t < len; ++t) {
@@ -431,7 +459,7 @@ private:
                 b.x = tok + t * d;
                 b.target = tgt + t * d_out;
                 call(bwd, b);
-                backward_token<Chunked>(bwd, adj, adj_next, grads);
+                backward_token<Chunked>(bwd, adj, adj_next, grads, rows + t * width);
                 if constexpr (Chunked) {
                     if (chunk_start(start_pos + t, b_chunk)) {
                         // G was set to M here: its accumulated adjoint joins M's.
@@ -446,12 +474,22 @@ private:
         }
         initial_adj->values.assign(adj, adj + state_size);
         initial_adj->position = start_pos;
+        // The batched metas: grads[M] += A^T X over the tokens.
+        [&]<std::size_t... J>(std::index_sequence<J...>) {
+            ((batched<St, mnemo::detail::type_at_t<meta_list, J>>
+                  ? mnemo::detail::blas::gemm_acc(
+                        true, false, int(mnemo::detail::type_at_t<meta_list, J>::shape::dims[0]), int(d), int(len),
+                        T(1), rows + layout<St>[J], int(width), tok, int(d), T(1),
+                        (*grads)[mnemo::detail::type_at_t<meta_list, J>{}].data(), int(d))
+                  : void()),
+             ...);
+        }(std::make_index_sequence<meta_list::size>{});
     }
 
     /// Reads the backward plan's outputs: the new adjoint into adj_next (dG accumulated from
     /// adj), the meta-gradient contributions into grads.
     template <bool Chunked, class Plan>
-    static void backward_token(const Plan& plan, const T* adj, T* adj_next, parameters_type* grads) {
+    static void backward_token(const Plan& plan, const T* adj, T* adj_next, parameters_type* grads, T* row) {
         [&]<std::size_t... I>(std::index_sequence<I...>) {
             (add_output<I>(plan, adj_next + offset(0, I), sizes[I], false), ...);
             (add_output<n + I>(plan, adj_next + offset(1, I), sizes[I], false), ...);
@@ -464,9 +502,14 @@ private:
             }
         }(std::make_index_sequence<n>{});
         constexpr std::size_t first_meta = Chunked ? 3 * n : 2 * n;
+        using St = std::conditional_t<Chunked, chunk_step, seq_step>;
         [&]<std::size_t... J>(std::index_sequence<J...>) {
-            ((add_output<first_meta + J>(plan, (*grads)[mnemo::detail::type_at_t<meta_list, J>{}].data(),
-                                         mnemo::detail::type_at_t<meta_list, J>::shape::size, true)),
+            ((batched<St, mnemo::detail::type_at_t<meta_list, J>>
+                  ? std::copy_n(plan.template data<first_meta + J>(),
+                                mnemo::detail::type_at_t<meta_list, J>::shape::dims[0], row + layout<St>[J])
+                  : (add_output<first_meta + J>(plan, (*grads)[mnemo::detail::type_at_t<meta_list, J>{}].data(),
+                                                mnemo::detail::type_at_t<meta_list, J>::shape::size, true),
+                     row)),
              ...);
         }(std::make_index_sequence<meta_list::size>{});
     }

@@ -55,6 +55,15 @@ constexpr auto indexed_name() {
 template <class List, std::size_t I>
 using shape_at = mnemo::detail::type_at_t<List, I>;
 
+/// `outer(a, x)` with `x` the token: the per-token gradient of a projection `W x` of the
+/// token. Summed over tokens it is one product `A^T X`, so a step need only compute `a`.
+template <class E, class Token>
+struct outer_with_token : std::false_type {};
+template <class A, class Token>
+struct outer_with_token<node<outer_op, A, Token>, Token> : std::true_type {
+    using left = A;
+};
+
 }  // namespace detail
 
 /// The symbols of the state and the data of one step.

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Runs mnemo_bench and the PyTorch peer (bench/torch_peer.py) on every benchmark configuration,
+# one after the other, and writes docs/benchmarks.md (raw JSON lines: build/bench/compare.jsonl).
+# The peer runs twice per configuration: side "torch" with glibc's default malloc settings
+# (torch_peer.py --default-malloc: PyTorch as installed and run by its users; the verdict of the
+# targets is judged against it) and side "torch-tuned" with the malloc tunables torch_peer.py
+# sets by default (GLIBC_TUNABLES, no per-step page faults). Order per configuration: torch,
+# torch-tuned, mnemo; never concurrently.
+#
+#   bench/compare.sh
+#   CONFIGS='seq64 batch64' SECONDS_PER_CONFIG=1 bench/compare.sh
+#
+# Environment:
+#   CONFIGS              configurations to run (default: seed seq64 batch64 mlp64 chunk64 big256);
+#                        batch64 is also run with 2 threads on both sides
+#   SECONDS_PER_CONFIG   seconds of timed steps per run (default 3; at least 3 steps are timed
+#                        after one warm-up step; the peer times exactly 3 steps of big256, whose
+#                        first step with the default malloc takes tens of seconds)
+#   BUILD_DIR            mnemo's build directory (default build); mnemo_bench is built there if
+#                        missing
+#   REPORT               output markdown (default docs/benchmarks.md)
+#
+# PyTorch is Debian's python3-torch, installed for /usr/bin/python3 (installed here if missing):
+# always that interpreter, another python3 earlier on the PATH may not see it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PY=/usr/bin/python3
+BUILD_DIR=${BUILD_DIR:-build}
+SECONDS_PER_CONFIG=${SECONDS_PER_CONFIG:-3}
+CONFIGS=${CONFIGS:-"seed seq64 batch64 mlp64 chunk64 big256"}
+REPORT=${REPORT:-docs/benchmarks.md}
+BENCH="$BUILD_DIR/bench/mnemo_bench"
+OUT_DIR="$BUILD_DIR/bench"
+JSONL="$OUT_DIR/compare.jsonl"
+
+log() { printf '[compare] %s\n' "$*" >&2; }
+
+for c in $CONFIGS; do
+    case "$c" in
+        seed | seq64 | batch64 | mlp64 | chunk64 | big256) ;;
+        *) log "unknown configuration '$c' (seed seq64 batch64 mlp64 chunk64 big256)"; exit 2 ;;
+    esac
+done
+
+# PyTorch.
+if ! "$PY" -c 'import torch' 2>/dev/null; then
+    log "installing Debian's python3-torch"
+    if [ "$(id -u)" -eq 0 ]; then
+        SUDO=()
+    elif command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo)
+    else
+        log "python3-torch is missing and this is not root (no sudo): apt-get install python3-torch"
+        exit 1
+    fi
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-torch
+fi
+TORCH_VERSION=$("$PY" -c 'import torch; print(torch.__version__)')
+
+# mnemo_bench.
+if [ ! -x "$BENCH" ]; then
+    log "building mnemo_bench in $BUILD_DIR"
+    cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
+    cmake --build "$BUILD_DIR" --target mnemo_bench
+fi
+mkdir -p "$OUT_DIR" "$(dirname "$REPORT")"
+: >"$JSONL"
+
+"$PY" bench/make_report.py machine "$TORCH_VERSION" >>"$JSONL"
+
+# Correctness of the peer (float64, small sizes, about 2 s); against mnemo's reference_problems
+# example when it is built.
+log "torch_peer.py --check"
+if check_out=$(BUILD_DIR="$BUILD_DIR" "$PY" bench/torch_peer.py --check 2>&1); then
+    check_result=passed
+else
+    check_result=FAILED
+    log "torch_peer.py --check failed:"
+    printf '%s\n' "$check_out" >&2
+fi
+CHECK_RESULT="$check_result" CHECK_OUT="$check_out" "$PY" -c '
+import json, os
+print(json.dumps({"side": "check", "result": os.environ["CHECK_RESULT"], "output": os.environ["CHECK_OUT"]}))
+' >>"$JSONL"
+
+# One run: side (torch|torch-tuned|mnemo), configuration, threads. Appends one JSON line with a
+# leading "side" field; a failed run is recorded with an "error" field and does not stop the
+# script. Both peer runs start without GLIBC_TUNABLES from the caller's environment: "torch"
+# keeps glibc's defaults (--default-malloc), "torch-tuned" gets the tunables from torch_peer.py.
+run() {
+    local side=$1 config=$2 threads=$3 out rc=0 line
+    local -a cmd
+    case "$side" in
+        torch | torch-tuned)
+            cmd=(env -u GLIBC_TUNABLES "$PY" bench/torch_peer.py --config "$config" --threads "$threads"
+                --json --seconds "$SECONDS_PER_CONFIG")
+            if [ "$side" = torch ]; then
+                cmd+=(--default-malloc)
+            fi
+            # big256: the first step alone takes tens of seconds with the default malloc.
+            if [ "$config" = big256 ]; then
+                cmd+=(--runs 3)
+            fi
+            ;;
+        *)
+            cmd=("$BENCH" --config "$config" --threads "$threads" --json --seconds "$SECONDS_PER_CONFIG")
+            ;;
+    esac
+    log "$side $config threads=$threads: ${cmd[*]}"
+    out=$("${cmd[@]}") || rc=$?
+    line=$(printf '%s\n' "$out" | grep '^{' | tail -n 1 || true)
+    if [ "$rc" -eq 0 ] && [ -n "$line" ] && printf '%s' "$line" | "$PY" -c 'import json, sys; json.loads(sys.stdin.read())'; then
+        printf '%s\n' "$line" | sed 's/^{/{"side": "'"$side"'", /' >>"$JSONL"
+        log "  $line"
+    else
+        log "  failed (exit $rc)"
+        printf '{"side": "%s", "name": "%s", "threads": %d, "error": "exit %d"}\n' \
+            "$side" "$config" "$threads" "$rc" >>"$JSONL"
+    fi
+}
+
+for c in $CONFIGS; do
+    run torch "$c" 1
+    run torch-tuned "$c" 1
+    run mnemo "$c" 1
+done
+case " $CONFIGS " in
+    *" batch64 "*)
+        run torch batch64 2
+        run torch-tuned batch64 2
+        run mnemo batch64 2
+        ;;
+esac
+# Single-thread OpenBLAS sgemm rate at n = 256 (the yardstick of big256); "n/a" if unsupported.
+run mnemo sgemm256 1
+
+"$PY" bench/make_report.py report "$JSONL" "$REPORT"
+log "wrote $REPORT and $JSONL"
