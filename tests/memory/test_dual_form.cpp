@@ -12,6 +12,9 @@
 // * The finite-difference check of the dual form itself is the reference `chunked`
 //   problem (test_reference_chunked), which now runs through it.
 //
+// * A result kept between calls (`meta_gradient(r, ...)`, no allocation once warm) equals
+//   a fresh one bit for bit.
+//
 // One memory type: the reference `chunked` spec (d = 8), double.
 #include <doctest/doctest.h>
 
@@ -148,5 +151,27 @@ TEST_CASE("streaming across chunk boundaries: dual where a call starts a chunk, 
         MESSAGE("pieces " << pieces[0] << "," << pieces[1] << "," << pieces[2] << ": worst " << w.err << " at "
                           << w.where);
         CHECK(w.err <= 1e-12);
+    }
+}
+
+TEST_CASE("a result reused across calls equals a fresh one, for both forms and other sizes") {
+    // meta_gradient(r, ...) keeps r's memory between calls; every field must be rewritten:
+    // compare bit for bit with the returned result, after calls of other sizes and forms.
+    auto p = reference::make_chunked();
+    memory_t memory;
+    typename memory_t::result kept;
+    for (std::size_t B : {3, 1, 3}) {
+        for (bool dual : {true, false}) {
+            const auto data = make_batch(B, B == 1 ? 7 : 16);
+            mm::run_options opt;
+            opt.chunk = 4;
+            opt.dual_form = dual;
+            memory.meta_gradient(kept, p.params, p.hyper, data.tokens, data.targets, opt);
+            const auto fresh = memory.meta_gradient(p.params, p.hyper, data.tokens, data.targets, opt);
+            CHECK(identical_results(kept, fresh, true));
+            memory.forward(kept, p.params, p.hyper, data.tokens, data.targets, opt);
+            const auto fresh_fwd = memory.forward(p.params, p.hyper, data.tokens, data.targets, opt);
+            CHECK(identical_results(kept, fresh_fwd, false));
+        }
     }
 }

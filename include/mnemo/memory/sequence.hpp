@@ -140,12 +140,17 @@ public:
     /// The initial state of a sequence: M0, zero surprise.
     static state_type initial_state(const parameters_type& p) {
         state_type s;
+        set_initial_state(s, p);
+        return s;
+    }
+    /// The same into `s`, reusing its memory.
+    static void set_initial_state(state_type& s, const parameters_type& p) {
         s.values.assign(state_size, T(0));
+        s.position = 0;
         [&]<std::size_t... I>(std::index_sequence<I...>) {
             ((std::copy(p.template m0<I>().data(), p.template m0<I>().data() + sizes[I], s.values.data() + offset(0, I))),
              ...);
         }(std::make_index_sequence<n>{});
-        return s;
     }
 
     /// Forward over a batch of sequences: tokens (B, T, d), targets (B, T, d_out). Each
@@ -153,7 +158,16 @@ public:
     result forward(const parameters_type& p, const hyperparameters_type& h, const xt::xtensor<T, 3>& tokens,
                    const xt::xtensor<T, 3>& targets, run_options opt = {},
                    const std::vector<state_type>* initial = nullptr) {
-        return run(p, h, tokens, targets, opt, initial, nullptr, false);
+        result r;
+        run(r, p, h, tokens, targets, opt, initial, nullptr, false);
+        return r;
+    }
+    /// `forward` into `r`, reusing its memory: called again with the same sizes it allocates
+    /// nothing (`r.grads` and `r.initial_adjoints` are left as they are).
+    void forward(result& r, const parameters_type& p, const hyperparameters_type& h, const xt::xtensor<T, 3>& tokens,
+                 const xt::xtensor<T, 3>& targets, run_options opt = {},
+                 const std::vector<state_type>* initial = nullptr) {
+        run(r, p, h, tokens, targets, opt, initial, nullptr, false);
     }
 
     /// Forward and backward: the exact gradient of the outer loss with respect to every
@@ -165,7 +179,17 @@ public:
                          const xt::xtensor<T, 3>& targets, run_options opt = {},
                          const std::vector<state_type>* initial = nullptr,
                          const std::vector<state_type>* final_adjoints = nullptr) {
-        return run(p, h, tokens, targets, opt, initial, final_adjoints, true);
+        result r;
+        run(r, p, h, tokens, targets, opt, initial, final_adjoints, true);
+        return r;
+    }
+    /// `meta_gradient` into `r`, reusing its memory: in a training loop that keeps `r`, a
+    /// call with the same sizes allocates nothing.
+    void meta_gradient(result& r, const parameters_type& p, const hyperparameters_type& h,
+                       const xt::xtensor<T, 3>& tokens, const xt::xtensor<T, 3>& targets, run_options opt = {},
+                       const std::vector<state_type>* initial = nullptr,
+                       const std::vector<state_type>* final_adjoints = nullptr) {
+        run(r, p, h, tokens, targets, opt, initial, final_adjoints, true);
     }
 
 private:
@@ -538,7 +562,8 @@ private:
                  const std::vector<state_type>* initial, const std::vector<state_type>* final_adjoints,
                  bool backward, result& r) {
         const std::size_t L = tokens.shape()[1];
-        r.states[s] = initial ? (*initial)[s] : initial_state(p);
+        if (initial) r.states[s] = (*initial)[s];
+        else set_initial_state(r.states[s], p);
         const T* tok = tokens.data() + s * L * d;
         const T* tgt = targets.data() + s * L * d_out;
         T* y = r.outputs.data() + s * L * d_out;
@@ -548,15 +573,13 @@ private:
         if constexpr (has_dual_form) {
             if ((opt.chunk > 1 || opt.chunked_form) && opt.dual_form && r.states[s].position % opt.chunk == 0) {
                 state_type& st = r.states[s];
-                std::vector<T> ia_values;
-                if (backward) ia_values.resize(state_size);
-                w.dual.kernels.run_sequence(p, h, tok, tgt, L, opt.chunk, scale, st.values.data(), y, sur, w.loss,
-                                            backward, fa ? fa->values.data() : nullptr, &w.grads,
-                                            backward ? ia_values.data() : nullptr);
                 if (backward) {
-                    ia->values = std::move(ia_values);
+                    ia->values.resize(state_size);
                     ia->position = st.position;
                 }
+                w.dual.kernels.run_sequence(p, h, tok, tgt, L, opt.chunk, scale, st.values.data(), y, sur, w.loss,
+                                            backward, fa ? fa->values.data() : nullptr, &w.grads,
+                                            backward ? ia->values.data() : nullptr);
                 st.position += L;
                 if (backward && !initial) add_initial_adjoint(w, r, s);
                 return;
@@ -593,15 +616,17 @@ private:
         }(std::make_index_sequence<meta_list::size>{});
     }
 
-    result run(const parameters_type& p, const hyperparameters_type& h, const xt::xtensor<T, 3>& tokens,
-               const xt::xtensor<T, 3>& targets, const run_options& opt, const std::vector<state_type>* initial,
-               const std::vector<state_type>* final_adjoints, bool backward) {
+    void run(result& r, const parameters_type& p, const hyperparameters_type& h, const xt::xtensor<T, 3>& tokens,
+             const xt::xtensor<T, 3>& targets, const run_options& opt, const std::vector<state_type>* initial,
+             const std::vector<state_type>* final_adjoints, bool backward) {
         validate(tokens, targets, opt, initial, final_adjoints);
         const std::size_t B = tokens.shape()[0], L = tokens.shape()[1];
         const T scale = opt.loss_scale != 0 ? T(opt.loss_scale) : T(1) / T(B * L);
-        result r;
-        r.outputs = xt::xtensor<T, 3>(std::array<std::size_t, 3>{B, L, d_out});
-        r.surprise = xt::xtensor<T, 2>(std::array<std::size_t, 2>{B, L});
+        // Sized in place: a result of the same sizes keeps its memory.
+        const std::array<std::size_t, 3> out_shape{B, L, d_out};
+        const std::array<std::size_t, 2> sur_shape{B, L};
+        if (!std::equal(out_shape.begin(), out_shape.end(), r.outputs.shape().begin())) r.outputs.resize(out_shape);
+        if (!std::equal(sur_shape.begin(), sur_shape.end(), r.surprise.shape().begin())) r.surprise.resize(sur_shape);
         r.states.resize(B);
         if (backward) r.initial_adjoints.resize(B);
 
@@ -655,7 +680,6 @@ private:
                     },
                     r.grads, m_workers[k].grads);
         }
-        return r;
     }
 
 public:
