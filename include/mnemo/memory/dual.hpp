@@ -150,6 +150,11 @@ struct analysis {
 
 }  // namespace dual_detail
 
+/// Whether chunked runs of the memory `Spec` can take the dual form (see the design note);
+/// cheap to ask: only the facts are instantiated, not the memory's steps.
+template <class Spec>
+inline constexpr bool has_dual_form_v = dual_detail::analysis<Spec, typename Spec::gates::fixed>::value;
+
 /// The dual form for the memory `Spec` (see the design note). `applies` tells whether it
 /// can run; the sequence driver uses it for chunked runs when it does.
 template <class Spec, class T, bool FirstOrder, class Metas, class Fixed>
