@@ -59,6 +59,7 @@ md = ["# Compile cost", "",
       "Compile time and peak compiler memory of each translation unit, compiled one at a time",
       "with the flags of the build (`bench/compile_cost.sh`; Release, `-O3`). The aim: every unit",
       "under 60 s and 2 GB. Sorted by time.", "",
+      f"Units measured: source paths matching `{pattern}`.", "",
       f"Compiler: {compiler}. Machine: {os.cpu_count()} cores. Date: "
       f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.", "",
       "| translation unit | wall (s) | user (s) | peak memory (GB) |", "|---|---|---|---|"]
