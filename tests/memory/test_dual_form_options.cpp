@@ -2,51 +2,9 @@
 // queries, and the first-order switch (1e-12 of each tensor's scale, double).
 #include <doctest/doctest.h>
 
-#include "memory/test_sequence_support.hpp"
+#include "memory/dual_form_support.hpp"
 
-using namespace seqtest;
-
-namespace {
-
-constexpr std::size_t D = 4;
-template <class Rule, class Inner = mm::l2_loss, class Gates = mm::data_gates<D>, bool Norm = false>
-using lin = mm::spec<D, mm::linear<D>, Inner, Rule, Gates, mm::mse, Norm>;
-
-template <class Spec, class Memory>
-void fill(typename Memory::parameters_type& p, typename Memory::hyperparameters_type& h) {
-    fill_by_name(p, [](const std::string& name, std::size_t i) {
-        const double v = reference_value(name, i, 0.1);
-        return std::isnan(v) ? 0.0 : v;
-    });
-    if constexpr (std::is_same_v<typename Spec::gates, mm::const_gates>) {
-        h[mm::const_gates::eta] = 0.9;
-        h[mm::const_gates::alpha] = 0.1;
-        h[mm::const_gates::theta] = 0.1;
-    } else {
-        h[Spec::gates::theta_max] = 0.1;
-    }
-}
-
-template <class Spec, bool FirstOrder = false>
-double check(std::size_t chunk) {
-    using memory_t = mm::sequence_memory<Spec, double, FirstOrder>;
-    typename memory_t::parameters_type p;
-    typename memory_t::hyperparameters_type h;
-    fill<Spec, memory_t>(p, h);
-    const auto tokens = det_batch(2, 11, D, 4.5, 1.0), targets = det_batch(2, 11, D, 8.5, 1.0);
-    memory_t memory;
-    mm::run_options opt;
-    opt.chunk = chunk;
-    const auto dual = memory.meta_gradient(p, h, tokens, targets, opt);
-    opt.dual_form = false;
-    const auto plain = memory.meta_gradient(p, h, tokens, targets, opt);
-    CHECK(squared_norm(dual.grads) > 0);
-    const worst w = compare_results(dual, plain, true);
-    MESSAGE("chunk " << chunk << ": worst " << w.err << " at " << w.where);
-    return w.err;
-}
-
-}  // namespace
+using namespace dualtest;
 
 TEST_CASE("constant gates") {
     for (std::size_t b : {3, 4}) CHECK(check<lin<mm::titans_rule, mm::l2_loss, mm::const_gates>>(b) <= 1e-12);
