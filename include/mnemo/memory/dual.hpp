@@ -5,7 +5,7 @@
 /// memories; and the exact backward through it.
 ///
 /// Design note. It applies when three facts hold, each read off the user's expressions at
-/// compile time (`dual_form<...>::applies`), never declared per model:
+/// compile time (`has_dual_form_v<Spec>`), never declared per model:
 ///   1. the model is linear in its one parameter tensor: `Model::apply(k, W)` is the
 ///      expression `W * k`. Then the inner gradient at the chunk's start `G` is the outer
 ///      product `u k^T` with `u = d l(pred, v) / d pred` at `pred = G k`, for any inner loss;
@@ -154,14 +154,6 @@ struct analysis {
 /// cheap to ask: only the facts are instantiated, not the memory's steps.
 template <class Spec>
 inline constexpr bool has_dual_form_v = dual_detail::analysis<Spec, typename Spec::gates::fixed>::value;
-
-/// The dual form for the memory `Spec` (see the design note). `applies` tells whether it
-/// can run; the sequence driver uses it for chunked runs when it does.
-template <class Spec, class T, bool FirstOrder, class Metas, class Fixed>
-class dual_form {
-public:
-    static constexpr bool applies = dual_detail::analysis<Spec, Fixed>::value;
-};
 
 /// The kernels, instantiated only where the dual form applies.
 template <class Spec, class T, bool FirstOrder, class Metas, class Fixed>

@@ -96,7 +96,7 @@ public:
 
     /// Whether chunked runs of this memory can take the dual form (read off the expressions
     /// at compile time: memory/dual.hpp).
-    static constexpr bool has_dual_form = dual_form<Spec, T, FirstOrder, meta_list, fixed>::applies;
+    static constexpr bool has_dual_form = has_dual_form_v<Spec>;
 
     /// Sizes and offsets of the tensors in a state: M[0..n), S[0..n), G[0..n).
     static constexpr std::array<std::size_t, n> sizes = [] {
@@ -306,17 +306,6 @@ private:
         else if constexpr (ias < n) return b.adjoint + offset(1, ias);
         else if constexpr (mnemo::detail::contains_type_v<fixed, Sym>) return &(*b.hyper)[Sym{}];
         else return (*b.params)[Sym{}].data();
-    }
-
-    template <class Sym>
-    static auto view(const T* p) {
-        using S = typename Sym::shape;
-        if constexpr (S::rank == 0) return *p;
-        else {
-            std::array<std::size_t, S::rank> sh{};
-            for (std::size_t k = 0; k < S::rank; ++k) sh[k] = S::dims[k];
-            return xt::adapt(p, S::size, xt::no_ownership(), sh);
-        }
     }
 
     // The shapes hold by construction (validated once per call): no checks per token.
