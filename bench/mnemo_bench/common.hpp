@@ -25,6 +25,7 @@ struct options {
     double seconds = 3.0;
     std::size_t tokens = 0;      // 0: the configuration's T
     std::size_t checkpoint = 0;  // 0: default (every state if it fits in 64 MiB, else about sqrt(T))
+    std::size_t dual_block = 0;  // run_options::dual_block (0: the default)
     int max_runs = 0;            // 0: as many as fit in `seconds`
 };
 
@@ -120,6 +121,7 @@ result run(const std::string& name, std::size_t batch, std::size_t length, std::
     mm::run_options ro;
     ro.chunk = chunk;
     ro.checkpoint = opt.checkpoint;
+    ro.dual_block = opt.dual_block;
     ro.threads = std::size_t(opt.threads);
     memory_type memory;
     result r;

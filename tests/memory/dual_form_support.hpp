@@ -1,7 +1,8 @@
 // Shared by test_dual_form_rules.cpp and test_dual_form_options.cpp: a linear memory of
 // size 4 with a given rule, inner loss, gates and key normalisation, filled with the
-// reference problems' values, and the comparison of its dual and plain chunked forms on a
-// batch of 2 sequences of 11 tokens (worst `scaled_err` over every result, logged).
+// reference problems' values, and the comparison of its dual and plain forms on a batch of
+// 2 sequences of 11 tokens (worst `scaled_err` over every result, logged): chunked with
+// chunk > 1, sequential (chunk 1) in dual blocks of `block` tokens.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -33,7 +34,7 @@ void fill(typename Memory::parameters_type& p, typename Memory::hyperparameters_
 }
 
 template <class Spec, bool FirstOrder = false>
-double check(std::size_t chunk) {
+double check(std::size_t chunk, std::size_t block = 0) {
     using memory_t = mm::sequence_memory<Spec, double, FirstOrder>;
     typename memory_t::parameters_type p;
     typename memory_t::hyperparameters_type h;
@@ -42,12 +43,13 @@ double check(std::size_t chunk) {
     memory_t memory;
     mm::run_options opt;
     opt.chunk = chunk;
+    opt.dual_block = block;
     const auto dual = memory.meta_gradient(p, h, tokens, targets, opt);
     opt.dual_form = false;
     const auto plain = memory.meta_gradient(p, h, tokens, targets, opt);
     CHECK(squared_norm(dual.grads) > 0);
     const worst w = compare_results(dual, plain, true);
-    MESSAGE("chunk " << chunk << ": worst " << w.err << " at " << w.where);
+    MESSAGE("chunk " << chunk << ", dual block " << block << ": worst " << w.err << " at " << w.where);
     return w.err;
 }
 

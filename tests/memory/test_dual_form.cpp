@@ -12,6 +12,11 @@
 // * The finite-difference check of the dual form itself is the reference `chunked`
 //   problem (test_reference_chunked), which now runs through it.
 //
+// * Sequential runs (chunk 1) take the dual form in blocks of `run_options::dual_block`
+//   tokens, each token's prediction by forward substitution over its block: the same
+//   results as the sequential step token by token, for any block size, with batches,
+//   threads, initial states and final adjoints.
+//
 // * A result kept between calls (`meta_gradient(r, ...)`, no allocation once warm) equals
 //   a fresh one bit for bit.
 //
@@ -83,6 +88,46 @@ TEST_CASE("dual form with chunk 1 equals the sequential form") {
     w.update(compare_states(a.initial_adjoints, b.initial_adjoints), "initial adjoint ");
     MESSAGE("worst " << w.err << " at " << w.where);
     CHECK(w.err <= 1e-12);
+}
+
+TEST_CASE("sequential form in dual blocks equals the plain sequential form, for any block size") {
+    auto p = reference::make_chunked();
+    memory_t memory;
+    const auto data = make_batch(3, 16);
+    for (std::size_t block : {1, 2, 3, 5, 8, 16, 40}) {
+        mm::run_options opt;
+        opt.chunk = 1;
+        opt.dual_block = block;
+        const worst w = dual_vs_plain(memory, p, data, opt);
+        MESSAGE("dual block " << block << ": worst " << w.err << " at " << w.where);
+        CHECK(w.err <= 1e-12);
+    }
+}
+
+TEST_CASE("sequential dual form from given states, with final adjoints and threads") {
+    // Initial states and final adjoints (every part nonzero, G included) from other runs.
+    auto p = reference::make_chunked();
+    memory_t memory;
+    const auto warm = make_batch(3, 5);
+    mm::run_options opt;
+    opt.chunk = 1;
+    const auto start = memory.forward(p.params, p.hyper, warm.tokens, warm.targets, opt).states;
+    const auto adj = memory.forward(p.params, p.hyper, warm.tokens, warm.targets, {.chunk = 3}).states;
+    const auto data = make_batch(3, 13);
+    for (std::size_t block : {3, 32}) {
+        for (std::size_t threads : {1, 2}) {
+            opt.dual_block = block;
+            opt.threads = threads;
+            opt.dual_form = true;
+            const auto dual = memory.meta_gradient(p.params, p.hyper, data.tokens, data.targets, opt, &start, &adj);
+            opt.dual_form = false;
+            const auto plain = memory.meta_gradient(p.params, p.hyper, data.tokens, data.targets, opt, &start, &adj);
+            const worst w = compare_results(dual, plain, true);
+            MESSAGE("dual block " << block << ", threads " << threads << ": worst " << w.err << " at " << w.where);
+            CHECK(w.err <= 1e-12);
+            CHECK(squared_norm(dual.grads) > 0);
+        }
+    }
 }
 
 TEST_CASE("dual form: the two paths really differ, and a bad gate breaks the agreement") {

@@ -340,29 +340,39 @@ class dual_kernels {
 public:
     /// Forward (and, when `backward`, the backward) of one sequence whose first token starts
     /// a chunk. The state holds (M, S, G); see `sequence_memory`.
+    ///
+    /// With `sequential`, the run is the sequential form (every token's inner gradient at the
+    /// memory just before it; G untouched) computed in blocks of b tokens: within a block,
+    /// token t's prediction is
+    ///     pred_t = alpha_{t-1} M0 k_t + beta_{t-1} S0 k_t + sum_{s<t} Gamma_{t-1,s} (k_s . k_t) u_s,
+    /// a forward substitution over the block (u_s = d l / d pred at pred_s, for any inner
+    /// loss), and the rest is the dual form above. Any b gives the same result up to rounding.
     template <class Params, class Hyper>
     void run_sequence(const Params& p, const Hyper& h, const T* tok, const T* tgt, std::size_t len,
-                      std::size_t b, T scale, T* state, T* y_out, T* surprise, T& loss, bool backward,
-                      const T* final_adj, Params* grads, T* initial_adj) {
+                      std::size_t b, bool sequential, T scale, T* state, T* y_out, T* surprise, T& loss,
+                      bool backward, const T* final_adj, Params* grads, T* initial_adj) {
         const std::size_t nch = (len + b - 1) / b;
-        // Per-token quantities: K, V, Q, P (pred), U, Y, dY, coefficients.
+        // Per-token quantities: K, V, Q, P (pred), U, Y, dY, coefficients, Q [M0; S0]^T and,
+        // sequential, K [M0; S0]^T.
         const std::size_t oK = 0, oV = oK + len * di, oQ = oV + len * dout, oP = oQ + len * di,
                           oU = oP + len * dout, oY = oU + len * dout, odY = oY + len * dout,
-                          oC = odY + len * dout, oA = oC + 5 * len, seq_size = oA + 2 * len * dout;
+                          oC = odY + len * dout, oA = oC + 5 * len, oAK = oA + 2 * len * dout,
+                          seq_size = oAK + (sequential ? 2 * len * dout : 0);
         m_seq.resize(seq_size);
         T *K = m_seq.data() + oK, *V = m_seq.data() + oV, *Q = m_seq.data() + oQ, *P = m_seq.data() + oP,
           *U = m_seq.data() + oU, *Y = m_seq.data() + oY, *dY = m_seq.data() + odY, *C = m_seq.data() + oC,
-          *A12 = m_seq.data() + oA;  // Q [M0; S0]^T of each token's chunk: (len, 2 dout)
+          *A12 = m_seq.data() + oA,  // Q [M0; S0]^T of each token's chunk: (len, 2 dout)
+            *AK = m_seq.data() + oAK;  // K [M0; S0]^T, sequential only
         // Chunk scratch.
         const std::size_t bb = b * b;
         const std::size_t cAl = 0, cBe = cAl + b, cEp = cBe + b, cGa = cEp + b, cPh = cGa + bb, cQK = cPh + bb,
-                          cW = cQK + bb, cA1 = cW + bb, cT1 = cA1 + 2 * b * dout,
+                          cW = cQK + bb, cKK = cW + bb, cA1 = cKK + bb, cT1 = cA1 + 2 * b * dout,
                           cT2 = cT1 + msz, cKg = cT2 + msz, c_size = cKg + b * std::max(di, dout);
         const std::size_t bwd_size = backward ? (4 * bb + 3 * b + 8 * b * std::max(di, dout) + 5 * b + 4 * msz + b * batched_width) : 0;
         m_chunk.resize(c_size + bwd_size);
         T* ch = m_chunk.data();
         T *al = ch + cAl, *be = ch + cBe, *ep = ch + cEp, *Ga = ch + cGa, *Ph = ch + cPh, *QK = ch + cQK,
-          *W = ch + cW, *A1 = ch + cA1, *T1 = ch + cT1, *T2 = ch + cT2, *Kg = ch + cKg;
+          *W = ch + cW, *KK = ch + cKK, *A1 = ch + cA1, *T1 = ch + cT1, *T2 = ch + cT2, *Kg = ch + cKg;
         if (backward) m_starts.resize(nch * 2 * msz);
 
         T* M = state;
@@ -390,19 +400,39 @@ public:
         for (std::size_t c = 0; c < nch; ++c) {
             const std::size_t t0 = c * b, bl = std::min(b, len - t0);
             if (backward) std::copy_n(state, 2 * msz, m_starts.data() + c * 2 * msz);
-            std::copy_n(M, msz, G);
+            if (!sequential) std::copy_n(M, msz, G);
             const T *Kc = K + t0 * di, *Vc = V + t0 * dout, *Qc = Q + t0 * di;
             T *Pc = P + t0 * dout, *Uc = U + t0 * dout, *Yc = Y + t0 * dout;
-            // Inner gradients at the chunk's start: pred = K M^T, then u per token.
-            gemm(false, true, bl, dout, di, T(1), Kc, di, M, di, T(0), Pc, dout);
-            for (std::size_t t = 0; t < bl; ++t) {
+            coefficients(C + 5 * t0, bl, b, al, be, ep, Ga, Ph);
+            auto inner_gradient = [&](std::size_t t) {
                 src.pred = Pc + t * dout;
                 src.value = Vc + t * dout;
                 call<Params, Hyper>(m_inner, src);
                 std::copy_n(m_inner.template data<0>(), dout, Uc + t * dout);
                 surprise[t0 + t] = scalar_out<1>(m_inner);
+            };
+            if (!sequential) {
+                // Inner gradients at the chunk's start: pred = K M^T, then u per token.
+                gemm(false, true, bl, dout, di, T(1), Kc, di, M, di, T(0), Pc, dout);
+                for (std::size_t t = 0; t < bl; ++t) inner_gradient(t);
+            } else {
+                // Sequential: pred_t by forward substitution over the block.
+                T* AKc = AK + t0 * 2 * dout;
+                gemm(false, true, bl, 2 * dout, di, T(1), Kc, di, M, di, T(0), AKc, 2 * dout);
+                gemm(false, true, bl, bl, di, T(1), Kc, di, Kc, di, T(0), KK, b);
+                for (std::size_t t = 0; t < bl; ++t) {
+                    T* pt = Pc + t * dout;
+                    const T* ak = AKc + t * 2 * dout;
+                    const T ap = t ? al[t - 1] : T(1), bp = t ? be[t - 1] : T(0);
+                    for (std::size_t i = 0; i < dout; ++i) pt[i] = ap * ak[i] + bp * ak[dout + i];
+                    for (std::size_t s = 0; s < t; ++s) {
+                        const T w = Ga[(t - 1) * b + s] * KK[t * b + s];
+                        const T* us = Uc + s * dout;
+                        for (std::size_t i = 0; i < dout; ++i) pt[i] += w * us[i];
+                    }
+                    inner_gradient(t);
+                }
             }
-            coefficients(C + 5 * t0, bl, b, al, be, ep, Ga, Ph);
             // Retrievals: Y = diag(alpha) Q M^T + diag(beta) Q S^T + (Gamma o Q K^T) U.
             // [M; S] is one (2 dout, di) matrix in the state.
             T* Ac = A12 + t0 * 2 * dout;
@@ -496,7 +526,7 @@ public:
                 dbe[L] += sb;
                 dep[L] += se;
             }
-            if (c + 1 == nch && final_adj) {
+            if (c + 1 == nch && final_adj && !sequential) {
                 // G of the state after the last chunk is this chunk's start memory.
                 for (std::size_t k = 0; k < msz; ++k) dM0[k] += final_adj[2 * msz + k];
             }
@@ -555,6 +585,82 @@ public:
             gemm(false, false, bl, di, bl, T(1), dQK, b, Kc, di, T(1), dQ, di);
             gemm(true, false, bl, di, bl, T(1), dQK, b, Qc, di, T(1), dK, di);
 
+            // Through u = u(pred, v).
+            if constexpr (!FirstOrder) {
+                if (!sequential) {
+                    // pred = K M0^T (M0 is the chunk's G).
+                    for (std::size_t t = 0; t < bl; ++t) {
+                        src.pred = Pc + t * dout;
+                        src.value = Vc + t * dout;
+                        src.u = dU + t * dout;
+                        call<Params, Hyper>(m_inner_bwd, src);
+                        std::copy_n(m_inner_bwd.template data<0>(), dout, dP + t * dout);
+                        std::copy_n(m_inner_bwd.template data<1>(), dout, dV + t * dout);
+                    }
+                    gemm(false, false, bl, di, dout, T(1), dP, dout, M0, di, T(1), dK, di);
+                    gemm(true, false, dout, di, bl, T(1), dP, dout, Kc, di, T(1), dM0, di);
+                } else {
+                    // pred_t = alpha_{t-1} M0 k_t + beta_{t-1} S0 k_t + sum_{s<t} L_ts u_s with
+                    // L_ts = Gamma_{t-1,s} (k_s . k_t): the substitution in reverse, then its
+                    // parts' adjoints as products.
+                    const T* AKc = AK + t0 * 2 * dout;
+                    gemm(false, true, bl, bl, di, T(1), Kc, di, Kc, di, T(0), KK, b);
+                    T* du = X2;
+                    for (std::size_t t = bl; t-- > 0;) {
+                        std::copy_n(dU + t * dout, dout, du);
+                        for (std::size_t r = t + 1; r < bl; ++r) {
+                            const T w = Ga[(r - 1) * b + t] * KK[r * b + t];
+                            const T* dp = dP + r * dout;
+                            for (std::size_t i = 0; i < dout; ++i) du[i] += w * dp[i];
+                        }
+                        src.pred = Pc + t * dout;
+                        src.value = Vc + t * dout;
+                        src.u = du;
+                        call<Params, Hyper>(m_inner_bwd, src);
+                        std::copy_n(m_inner_bwd.template data<0>(), dout, dP + t * dout);
+                        std::copy_n(m_inner_bwd.template data<1>(), dout, dV + t * dout);
+                    }
+                    // D = dP U^T; dGamma_{t-1,s} += (k_s . k_t) D_ts, d(k_s . k_t) = Gamma_{t-1,s} D_ts.
+                    T *D = dW, *dKK = dQK;
+                    gemm(false, true, bl, bl, dout, T(1), dP, dout, Uc, dout, T(0), D, b);
+                    for (std::size_t t = 0; t < bl; ++t)
+                        for (std::size_t s = 0; s < bl; ++s) {
+                            const bool low = s < t;
+                            if (low) dGa[(t - 1) * b + s] += KK[t * b + s] * D[t * b + s];
+                            dKK[t * b + s] = low ? Ga[(t - 1) * b + s] * D[t * b + s] : T(0);
+                        }
+                    gemm(false, false, bl, di, bl, T(1), dKK, b, Kc, di, T(1), dK, di);
+                    gemm(true, false, bl, di, bl, T(1), dKK, b, Kc, di, T(1), dK, di);
+                    // The terms alpha_{t-1} M0 k_t + beta_{t-1} S0 k_t (alpha_{-1} = 1, beta_{-1} = 0).
+                    T* dA = A1;
+                    for (std::size_t t = 0; t < bl; ++t) {
+                        const T* dp = dP + t * dout;
+                        const T* a = AKc + t * 2 * dout;
+                        T a1 = 0, a2 = 0;
+                        for (std::size_t i = 0; i < dout; ++i) {
+                            a1 += dp[i] * a[i];
+                            a2 += dp[i] * a[dout + i];
+                        }
+                        if (t > 0) {
+                            dal[t - 1] += a1;
+                            dbe[t - 1] += a2;
+                        }
+                        const T ap = t ? al[t - 1] : T(1), bp = t ? be[t - 1] : T(0);
+                        T* da = dA + t * 2 * dout;
+                        for (std::size_t i = 0; i < dout; ++i) {
+                            da[i] = ap * dp[i];
+                            da[dout + i] = bp * dp[i];
+                        }
+                    }
+                    gemm(false, false, bl, di, 2 * dout, T(1), dA, 2 * dout, M0, di, T(1), dK, di);
+                    gemm(true, false, 2 * dout, di, bl, T(1), dA, 2 * dout, Kc, di, T(1), dM0, di);
+                }
+            } else {
+                // The inner gradient is a constant: nothing flows through u or k.
+                std::fill_n(dK, bl * di, T(0));
+                std::fill_n(dV, bl * dout, T(0));
+            }
+
             // The coefficient recurrences, in reverse.
             for (std::size_t t = bl; t-- > 0;) {
                 const T a = C[5 * (t0 + t)], bv = C[5 * (t0 + t) + 1], e = C[5 * (t0 + t) + 3];
@@ -591,23 +697,6 @@ public:
                 dco[4] = df;
             }
 
-            // Through u = u(pred, v) with pred = K M0^T (M0 is the chunk's G).
-            if constexpr (!FirstOrder) {
-                for (std::size_t t = 0; t < bl; ++t) {
-                    src.pred = Pc + t * dout;
-                    src.value = Vc + t * dout;
-                    src.u = dU + t * dout;
-                    call<Params, Hyper>(m_inner_bwd, src);
-                    std::copy_n(m_inner_bwd.template data<0>(), dout, dP + t * dout);
-                    std::copy_n(m_inner_bwd.template data<1>(), dout, dV + t * dout);
-                }
-                gemm(false, false, bl, di, dout, T(1), dP, dout, M0, di, T(1), dK, di);
-                gemm(true, false, dout, di, bl, T(1), dP, dout, Kc, di, T(1), dM0, di);
-            } else {
-                // The inner gradient is a constant: nothing flows through u or k.
-                std::fill_n(dK, bl * di, T(0));
-                std::fill_n(dV, bl * dout, T(0));
-            }
             // Per-token features: projections, gates, coefficients.
             for (std::size_t t = 0; t < bl; ++t) {
                 src.x = tok + (t0 + t) * d;
@@ -623,6 +712,8 @@ public:
             std::copy_n(dS0, msz, dS);
         }
         std::copy_n(dM, 2 * msz, initial_adj);
+        // G: overwritten at the first chunk's start; not read by the sequential form (whose
+        // step, like the plain one, gives it no adjoint).
         std::fill_n(initial_adj + 2 * msz, msz, T(0));
     }
 

@@ -47,10 +47,14 @@ struct run_options {
     /// Run the chunked form's compiled step even when `chunk` is 1 (it then computes the
     /// sequential form another way: for tests and ablations).
     bool chunked_form = false;
-    /// Chunked runs take the dual form (memory/dual.hpp) where it applies
-    /// (`sequence_memory::has_dual_form`) and a call starts at a chunk boundary; false runs
-    /// the plain chunked step token by token (for tests and ablations).
+    /// Runs take the dual form (memory/dual.hpp) where it applies
+    /// (`sequence_memory::has_dual_form`): chunked runs when a call starts at a chunk
+    /// boundary, sequential runs (chunk 1) in blocks of `dual_block` tokens. False runs the
+    /// compiled step token by token (for tests and ablations).
     bool dual_form = true;
+    /// Block size of the dual form of sequential runs; the result does not depend on it
+    /// (up to rounding). 0 chooses (32).
+    std::size_t dual_block = 0;
     /// The sequences of the batch run in parallel on this many threads (at most one per
     /// sequence; the calling thread is one of them); 0 means std::thread::hardware_concurrency().
     /// Results are deterministic for a given thread count. Each sequence's outputs, states
@@ -560,13 +564,15 @@ private:
         const state_type* fa = final_adjoints ? &(*final_adjoints)[s] : nullptr;
         state_type* ia = backward ? &r.initial_adjoints[s] : nullptr;
         if constexpr (has_dual_form) {
-            if ((opt.chunk > 1 || opt.chunked_form) && opt.dual_form && r.states[s].position % opt.chunk == 0) {
+            const bool sequential = opt.chunk == 1 && !opt.chunked_form;
+            if (opt.dual_form && (sequential || r.states[s].position % opt.chunk == 0)) {
+                const std::size_t block = sequential ? (opt.dual_block ? opt.dual_block : 32) : opt.chunk;
                 state_type& st = r.states[s];
                 if (backward) {
                     ia->values.resize(state_size);
                     ia->position = st.position;
                 }
-                w.dual.kernels.run_sequence(p, h, tok, tgt, L, opt.chunk, scale, st.values.data(), y, sur, w.loss,
+                w.dual.kernels.run_sequence(p, h, tok, tgt, L, block, sequential, scale, st.values.data(), y, sur, w.loss,
                                             backward, fa ? fa->values.data() : nullptr, &w.grads,
                                             backward ? ia->values.data() : nullptr);
                 st.position += L;
