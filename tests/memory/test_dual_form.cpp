@@ -5,7 +5,8 @@
 //   runs the plain chunked step token by token. Both must give the same loss, outputs,
 //   per-token inner losses, final states, gradients and initial adjoints, to 1e-12 of each
 //   tensor's scale (double), for chunk sizes that divide the length, that do not (a
-//   shorter last chunk), of 1 and beyond the length; with batches and threads.
+//   shorter last chunk), of 1 and beyond the length, in dual blocks of one chunk or
+//   several; with batches and threads.
 // * A call that starts inside a chunk (streaming) cannot take the dual form's first chunk
 //   at its start: the driver falls back to the plain form there, and the full backward
 //   across calls still equals the one-shot run.
@@ -59,11 +60,16 @@ TEST_CASE("dual form equals the plain chunked form") {
     memory_t memory;
     const auto data = make_batch(3, 16);
     for (std::size_t chunk : {2, 3, 4, 5, 7, 16, 40}) {
-        mm::run_options opt;
-        opt.chunk = chunk;
-        const worst w = dual_vs_plain(memory, p, data, opt);
-        MESSAGE("chunk " << chunk << ": worst " << w.err << " at " << w.where);
-        CHECK(w.err <= 1e-12);
+        // Blocks of one chunk, of several (a shorter last block; the last chunk starts a
+        // block of its own), and the default.
+        for (std::size_t block : {std::size_t(1), 3 * chunk, std::size_t(0)}) {
+            mm::run_options opt;
+            opt.chunk = chunk;
+            opt.dual_block = block;
+            const worst w = dual_vs_plain(memory, p, data, opt);
+            MESSAGE("chunk " << chunk << ", dual block " << block << ": worst " << w.err << " at " << w.where);
+            CHECK(w.err <= 1e-12);
+        }
     }
 }
 

@@ -21,4 +21,5 @@ TEST_CASE("normalised keys and queries") {
 TEST_CASE("first-order switch") {
     for (std::size_t b : {3, 4}) CHECK(check<lin<mm::titans_rule>, true>(b) <= 1e-12);
     for (std::size_t blk : {3, 4}) CHECK(check<lin<mm::titans_rule>, true>(1, blk) <= 1e-12);
+    CHECK(check<lin<mm::titans_rule>, true>(2, 6) <= 1e-12);
 }

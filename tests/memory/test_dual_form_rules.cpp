@@ -9,6 +9,7 @@ using namespace dualtest;
 
 TEST_CASE("delta rule") {
     for (std::size_t b : {3, 4}) CHECK(check<lin<mm::delta_rule>>(b) <= 1e-12);
+    CHECK(check<lin<mm::delta_rule>>(2, 6) <= 1e-12);  // three chunks per dual block
     for (std::size_t blk : {3, 4}) CHECK(check<lin<mm::delta_rule>>(1, blk) <= 1e-12);
 }
 TEST_CASE("Huber inner loss") {
@@ -17,4 +18,5 @@ TEST_CASE("Huber inner loss") {
     // loss gradient.
     for (std::size_t blk : {3, 4})
         CHECK(check<lin<mm::titans_rule, mm::huber_loss<1, 2>>>(1, blk) <= 1e-12);
+    CHECK(check<lin<mm::titans_rule, mm::huber_loss<1, 2>>>(2, 6) <= 1e-12);
 }

@@ -303,7 +303,8 @@ class dual_kernels {
     // --- Work space (reused between calls: no allocation once warm). ---------------------
     std::vector<T> m_seq;     // per-token quantities of the whole sequence
     std::vector<T> m_chunk;   // per-chunk scratch
-    std::vector<T> m_starts;  // the state at every chunk start (M, S)
+    std::vector<T> m_starts;            // the state at every block start (M, S)
+    std::vector<std::size_t> m_blocks;  // the blocks' first tokens, and the length
 
     // Scalar recurrences of one chunk of length bl: alpha, beta, eps (bl), Gamma, Phi (bl x bl).
     static void coefficients(const T* coef, std::size_t bl, std::size_t b, T* al, T* be, T* ep, T* Ga, T* Ph) {
@@ -331,6 +332,7 @@ class dual_kernels {
         }
     }
 
+    static T dot(const T* a, const T* b, std::size_t n) { return mnemo::detail::blas::dot(a, b, n); }
     static void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a,
                      std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc) {
         mnemo::detail::blas::gemm_acc(ta, tb, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c,
@@ -339,112 +341,151 @@ class dual_kernels {
 
 public:
     /// Forward (and, when `backward`, the backward) of one sequence whose first token starts
-    /// a chunk. The state holds (M, S, G); see `sequence_memory`.
+    /// a chunk of `chunk` tokens. The state holds (M, S, G); see `sequence_memory`.
     ///
-    /// With `sequential`, the run is the sequential form (every token's inner gradient at the
-    /// memory just before it; G untouched) computed in blocks of b tokens: within a block,
-    /// token t's prediction is
-    ///     pred_t = alpha_{t-1} M0 k_t + beta_{t-1} S0 k_t + sum_{s<t} Gamma_{t-1,s} (k_s . k_t) u_s,
-    /// a forward substitution over the block (u_s = d l / d pred at pred_s, for any inner
-    /// loss), and the rest is the dual form above. Any b gives the same result up to rounding.
+    /// The run goes in blocks of whole chunks (`block`, a multiple of `chunk`). Within a
+    /// block from (M0, S0), token t takes its inner gradient at the memory after token
+    /// s - 1, where s is the first token of t's chunk:
+    ///     pred_t = alpha_{s-1} M0 k_t + beta_{s-1} S0 k_t + sum_{j<s} Gamma_{s-1,j} (k_j . k_t)
+    ///     u_j
+    /// (alpha_{-1} = 1, beta_{-1} = 0): a forward substitution over the block (u_j = d l / d
+    /// pred at pred_j, for any inner loss), and the rest is the dual form above. With block ==
+    /// chunk the sums are empty; chunk 1 is the sequential form. Any block gives the same
+    /// result up to rounding. `write_g`: the chunked form, whose state's G is the memory at
+    /// the last chunk's start (a block starts there); the sequential form leaves G untouched.
+    ///
+    /// Products that share an operand are stacked: a block's keys and queries are one
+    /// (2 bl, di) matrix [K; Q], so [K; Q] [M0; S0]^T, [K; Q] K^T and their adjoints are one
+    /// product each.
     template <class Params, class Hyper>
-    void run_sequence(const Params& p, const Hyper& h, const T* tok, const T* tgt, std::size_t len,
-                      std::size_t b, bool sequential, T scale, T* state, T* y_out, T* surprise, T& loss,
-                      bool backward, const T* final_adj, Params* grads, T* initial_adj) {
-        const std::size_t nch = (len + b - 1) / b;
-        // Per-token quantities: K, V, Q, P (pred), U, Y, dY, coefficients, Q [M0; S0]^T and,
-        // sequential, K [M0; S0]^T.
-        const std::size_t oK = 0, oV = oK + len * di, oQ = oV + len * dout, oP = oQ + len * di,
-                          oU = oP + len * dout, oY = oU + len * dout, odY = oY + len * dout,
-                          oC = odY + len * dout, oA = oC + 5 * len, oAK = oA + 2 * len * dout,
-                          seq_size = oAK + (sequential ? 2 * len * dout : 0);
-        m_seq.resize(seq_size);
-        T *K = m_seq.data() + oK, *V = m_seq.data() + oV, *Q = m_seq.data() + oQ, *P = m_seq.data() + oP,
-          *U = m_seq.data() + oU, *Y = m_seq.data() + oY, *dY = m_seq.data() + odY, *C = m_seq.data() + oC,
-          *A12 = m_seq.data() + oA,  // Q [M0; S0]^T of each token's chunk: (len, 2 dout)
-            *AK = m_seq.data() + oAK;  // K [M0; S0]^T, sequential only
-        // Chunk scratch.
-        const std::size_t bb = b * b;
-        const std::size_t cAl = 0, cBe = cAl + b, cEp = cBe + b, cGa = cEp + b, cPh = cGa + bb, cQK = cPh + bb,
-                          cW = cQK + bb, cKK = cW + bb, cA1 = cKK + bb, cT1 = cA1 + 2 * b * dout,
-                          cT2 = cT1 + msz, cKg = cT2 + msz, c_size = cKg + b * std::max(di, dout);
-        const std::size_t bwd_size = backward ? (4 * bb + 3 * b + 8 * b * std::max(di, dout) + 5 * b + 4 * msz + b * batched_width) : 0;
-        m_chunk.resize(c_size + bwd_size);
-        T* ch = m_chunk.data();
-        T *al = ch + cAl, *be = ch + cBe, *ep = ch + cEp, *Ga = ch + cGa, *Ph = ch + cPh, *QK = ch + cQK,
-          *W = ch + cW, *KK = ch + cKK, *A1 = ch + cA1, *T1 = ch + cT1, *T2 = ch + cT2, *Kg = ch + cKg;
-        if (backward) m_starts.resize(nch * 2 * msz);
+    void run_sequence(const Params& p, const Hyper& h, const T* tok, const T* tgt, std::size_t len, std::size_t chunk,
+                      std::size_t b, bool write_g, T scale, T* state, T* y_out, T* surprise, T& loss, bool backward,
+                      const T* final_adj, Params* grads, T* initial_adj) {
+        // Block starts: every b tokens, and (write_g) at the last chunk's start.
+        const std::size_t last_chunk = ((len - 1) / chunk) * chunk;
+        m_blocks.clear();
+        for (std::size_t t0 = 0; t0 < len;) {
+            m_blocks.push_back(t0);
+            std::size_t t1 = std::min(t0 + b, len);
+            if (write_g && t0 < last_chunk && t1 > last_chunk)
+                t1 = last_chunk;
+            t0 = t1;
+        }
+        const std::size_t nch = m_blocks.size(), bb = b * b;
+        m_blocks.push_back(len);
+        // Per-token quantities of the sequence.
+        carve sq;
+        const std::size_t oK = sq(len * di), oV = sq(len * dout), oQ = sq(len * di), oP = sq(len * dout),
+                          oU = sq(len * dout), oY = sq(len * dout), odY = sq(len * dout), oC = sq(5 * len),
+                          oAKQ = sq(4 * len * dout), oKQK = sq(2 * len * b);
+        m_seq.resize(sq.size);
+        T* const sb = m_seq.data();
+        T *K = sb + oK, *V = sb + oV, *Q = sb + oQ, *P = sb + oP, *U = sb + oU, *Y = sb + oY, *dY = sb + odY,
+          *C = sb + oC,
+          *AKQ = sb + oAKQ,      // per block: [K; Q] [M0; S0]^T, (2 bl, 2 dout)
+              *KQK = sb + oKQK;  // per block: [K; Q] K^T, (2 bl, bl)
+        // Block scratch.
+        const std::size_t wmax = std::max(di, dout);
+        carve cs;
+        const std::size_t cAl = cs(b), cBe = cs(b), cEp = cs(b), cGa = cs(bb), cPh = cs(bb), cW = cs(bb),
+                          cKQ = cs(2 * b * di), cT12 = cs(2 * msz), cKf = cs(2 * b * di);
+        // Backward only.
+        const std::size_t cdGa = cs(bb), cdPh = cs(bb), cdW = cs(bb), cdQK = cs(bb), cdKK = cs(bb), cE = cs(2 * bb),
+                          cdal = cs(b), cdbe = cs(b), cdep = cs(b), cdKQ = cs(2 * b * di), cdU = cs(b * dout),
+                          cdV = cs(b * dout), cdP = cs(b * dout), cX1 = cs(2 * b * dout), cUG = cs(2 * b * dout),
+                          cdA = cs(4 * b * dout), cdu = cs(wmax), cdcoef = cs(5 * b), cdM = cs(2 * msz),
+                          cdM0 = cs(2 * msz), cAb = cs(b * batched_width);
+        m_chunk.resize(backward ? cs.size : cdGa);
+        T* const ch = m_chunk.data();
+        T *al = ch + cAl, *be = ch + cBe, *ep = ch + cEp, *Ga = ch + cGa, *Ph = ch + cPh, *W = ch + cW, *KQ = ch + cKQ,
+          *T12 = ch + cT12, *Kf = ch + cKf;
+        if (backward)
+            m_starts.resize(nch * 2 * msz);
 
-        T* M = state;
+        T* M = state;  // M, S contiguous: [M; S] is one (2 dout, di) matrix
         T* S = state + msz;
         T* G = state + 2 * msz;
         sources src{&p, &h};
 
         // Per-token features.
-        if constexpr (k_proj) project<decltype(st::k)>(p, tok, len, di, K);
-        if constexpr (v_proj) project<decltype(st::v)>(p, tok, len, dout, V);
-        if constexpr (q_proj) project<decltype(st::q)>(p, tok, len, di, Q);
+        if constexpr (k_proj)
+            project<decltype(st::k)>(p, tok, len, di, K);
+        if constexpr (v_proj)
+            project<decltype(st::v)>(p, tok, len, dout, V);
+        if constexpr (q_proj)
+            project<decltype(st::q)>(p, tok, len, di, Q);
         for (std::size_t t = 0; t < len; ++t) {
             src.x = tok + t * d;
             call<Params, Hyper>(m_feat, src);
-            if constexpr (!k_proj) std::copy_n(m_feat.template data<0>(), di, K + t * di);
-            if constexpr (!v_proj) std::copy_n(m_feat.template data<1>(), dout, V + t * dout);
-            if constexpr (!q_proj) std::copy_n(m_feat.template data<2>(), di, Q + t * di);
+            if constexpr (!k_proj)
+                std::copy_n(m_feat.template data<0>(), di, K + t * di);
+            if constexpr (!v_proj)
+                std::copy_n(m_feat.template data<1>(), dout, V + t * dout);
+            if constexpr (!q_proj)
+                std::copy_n(m_feat.template data<2>(), di, Q + t * di);
             C[5 * t + 0] = scalar_out<3>(m_feat);
             C[5 * t + 1] = scalar_out<4>(m_feat);
             C[5 * t + 2] = scalar_out<5>(m_feat);
             C[5 * t + 3] = scalar_out<6>(m_feat);
             C[5 * t + 4] = scalar_out<7>(m_feat);
         }
+        // [K; Q] of a block into KQ.
+        auto stack_kq = [&](std::size_t t0, std::size_t bl) {
+            std::copy_n(K + t0 * di, bl * di, KQ);
+            std::copy_n(Q + t0 * di, bl * di, KQ + bl * di);
+        };
 
         for (std::size_t c = 0; c < nch; ++c) {
-            const std::size_t t0 = c * b, bl = std::min(b, len - t0);
-            if (backward) std::copy_n(state, 2 * msz, m_starts.data() + c * 2 * msz);
-            if (!sequential) std::copy_n(M, msz, G);
-            const T *Kc = K + t0 * di, *Vc = V + t0 * dout, *Qc = Q + t0 * di;
+            const std::size_t t0 = m_blocks[c], bl = m_blocks[c + 1] - t0;
+            if (backward)
+                std::copy_n(state, 2 * msz, m_starts.data() + c * 2 * msz);
+            if (write_g)
+                std::copy_n(M, msz, G);
+            const T* Vc = V + t0 * dout;
             T *Pc = P + t0 * dout, *Uc = U + t0 * dout, *Yc = Y + t0 * dout;
             coefficients(C + 5 * t0, bl, b, al, be, ep, Ga, Ph);
-            auto inner_gradient = [&](std::size_t t) {
-                src.pred = Pc + t * dout;
+            stack_kq(t0, bl);
+            T* Ak = AKQ + t0 * 4 * dout;  // rows of K [M0; S0]^T
+            T* Aq = Ak + bl * 2 * dout;   // rows of Q [M0; S0]^T
+            T* KK = KQK + t0 * 2 * b;     // K K^T (bl, bl)
+            T* QK = KK + bl * bl;         // Q K^T (bl, bl)
+            gemm(false, true, 2 * bl, 2 * dout, di, T(1), KQ, di, M, di, T(0), Ak, 2 * dout);
+            gemm(false, true, 2 * bl, bl, di, T(1), KQ, di, KQ, di, T(0), KK, bl);
+            // Inner gradients: pred_t by substitution (see above).
+            for (std::size_t t = 0; t < bl; ++t) {
+                T* pt = Pc + t * dout;
+                const T* ak = Ak + t * 2 * dout;
+                const std::size_t s0 = t / chunk * chunk;
+                if (s0 == 0) {
+                    std::copy_n(ak, dout, pt);
+                } else {
+                    const T ap = al[s0 - 1], bp = be[s0 - 1];
+                    for (std::size_t i = 0; i < dout; ++i)
+                        pt[i] = ap * ak[i] + bp * ak[dout + i];
+                    for (std::size_t s = 0; s < s0; ++s) {
+                        const T w = Ga[(s0 - 1) * b + s] * KK[t * bl + s];
+                        const T* us = Uc + s * dout;
+                        for (std::size_t i = 0; i < dout; ++i)
+                            pt[i] += w * us[i];
+                    }
+                }
+                src.pred = pt;
                 src.value = Vc + t * dout;
                 call<Params, Hyper>(m_inner, src);
                 std::copy_n(m_inner.template data<0>(), dout, Uc + t * dout);
                 surprise[t0 + t] = scalar_out<1>(m_inner);
-            };
-            if (!sequential) {
-                // Inner gradients at the chunk's start: pred = K M^T, then u per token.
-                gemm(false, true, bl, dout, di, T(1), Kc, di, M, di, T(0), Pc, dout);
-                for (std::size_t t = 0; t < bl; ++t) inner_gradient(t);
-            } else {
-                // Sequential: pred_t by forward substitution over the block.
-                T* AKc = AK + t0 * 2 * dout;
-                gemm(false, true, bl, 2 * dout, di, T(1), Kc, di, M, di, T(0), AKc, 2 * dout);
-                gemm(false, true, bl, bl, di, T(1), Kc, di, Kc, di, T(0), KK, b);
-                for (std::size_t t = 0; t < bl; ++t) {
-                    T* pt = Pc + t * dout;
-                    const T* ak = AKc + t * 2 * dout;
-                    const T ap = t ? al[t - 1] : T(1), bp = t ? be[t - 1] : T(0);
-                    for (std::size_t i = 0; i < dout; ++i) pt[i] = ap * ak[i] + bp * ak[dout + i];
-                    for (std::size_t s = 0; s < t; ++s) {
-                        const T w = Ga[(t - 1) * b + s] * KK[t * b + s];
-                        const T* us = Uc + s * dout;
-                        for (std::size_t i = 0; i < dout; ++i) pt[i] += w * us[i];
-                    }
-                    inner_gradient(t);
-                }
             }
-            // Retrievals: Y = diag(alpha) Q M^T + diag(beta) Q S^T + (Gamma o Q K^T) U.
-            // [M; S] is one (2 dout, di) matrix in the state.
-            T* Ac = A12 + t0 * 2 * dout;
-            gemm(false, true, bl, 2 * dout, di, T(1), Qc, di, M, di, T(0), Ac, 2 * dout);
-            gemm(false, true, bl, bl, di, T(1), Qc, di, Kc, di, T(0), QK, b);
+            // Retrievals: Y = diag(alpha) Q M0^T + diag(beta) Q S0^T + (Gamma o Q K^T) U.
             for (std::size_t t = 0; t < bl; ++t)
-                for (std::size_t s = 0; s < bl; ++s) W[t * b + s] = s <= t ? Ga[t * b + s] * QK[t * b + s] : T(0);
-            gemm(false, false, bl, dout, bl, T(1), W, b, Uc, dout, T(0), Yc, dout);
+                for (std::size_t s = 0; s < bl; ++s)
+                    W[t * bl + s] = s <= t ? Ga[t * b + s] * QK[t * bl + s] : T(0);
+            gemm(false, false, bl, dout, bl, T(1), W, bl, Uc, dout, T(0), Yc, dout);
             for (std::size_t t = 0; t < bl; ++t) {
                 const T at = al[t], bt = be[t];
+                const T* a = Aq + t * 2 * dout;
+                T* yt = Yc + t * dout;
                 for (std::size_t i = 0; i < dout; ++i)
-                    Yc[t * dout + i] += at * Ac[t * 2 * dout + i] + bt * Ac[t * 2 * dout + dout + i];
+                    yt[i] += at * a[i] + bt * a[dout + i];
             }
             // Outer losses.
             for (std::size_t t = 0; t < bl; ++t) {
@@ -454,212 +495,200 @@ public:
                 loss += scale * scalar_out<0>(m_outer);
                 const T* gy = m_outer.template data<1>();
                 T* dy = dY + (t0 + t) * dout;
-                for (std::size_t i = 0; i < dout; ++i) dy[i] = scale * gy[i];
-                if (y_out) std::copy_n(Yc + t * dout, dout, y_out + (t0 + t) * dout);
+                for (std::size_t i = 0; i < dout; ++i)
+                    dy[i] = scale * gy[i];
+                if (y_out)
+                    std::copy_n(Yc + t * dout, dout, y_out + (t0 + t) * dout);
             }
-            // End state: M' = alpha M + beta S + U^T diag(Gamma_last) K, S' = eps S + U^T diag(Phi_last) K.
+            // End state: [T1 T2] = U^T [diag(Gamma_last) K, diag(Phi_last) K];
+            // M' = alpha M + beta S + T1, S' = eps S + T2.
             const std::size_t L = bl - 1;
             for (std::size_t s = 0; s < bl; ++s) {
-                const T g = Ga[L * b + s];
-                for (std::size_t j = 0; j < di; ++j) Kg[s * di + j] = g * Kc[s * di + j];
+                const T g = Ga[L * b + s], f = Ph[L * b + s];
+                const T* ks = KQ + s * di;
+                T* row = Kf + s * 2 * di;
+                for (std::size_t j = 0; j < di; ++j) {
+                    row[j] = g * ks[j];
+                    row[di + j] = f * ks[j];
+                }
             }
-            gemm(true, false, dout, di, bl, T(1), Uc, dout, Kg, di, T(0), T1, di);
-            for (std::size_t s = 0; s < bl; ++s) {
-                const T f = Ph[L * b + s];
-                for (std::size_t j = 0; j < di; ++j) Kg[s * di + j] = f * Kc[s * di + j];
-            }
-            gemm(true, false, dout, di, bl, T(1), Uc, dout, Kg, di, T(0), T2, di);
+            gemm(true, false, dout, 2 * di, bl, T(1), Uc, dout, Kf, 2 * di, T(0), T12, 2 * di);
             // (Scalars in locals: the buffers may alias as far as the compiler knows.)
             const T aL = al[L], bL = be[L], eL = ep[L];
-            for (std::size_t k = 0; k < msz; ++k) {
-                const T m = M[k], s = S[k];
-                M[k] = aL * m + bL * s + T1[k];
-                S[k] = eL * s + T2[k];
+            for (std::size_t i = 0; i < dout; ++i) {
+                const T* t1 = T12 + i * 2 * di;
+                const T* t2 = t1 + di;
+                T* mr = M + i * di;
+                T* sr = S + i * di;
+                for (std::size_t j = 0; j < di; ++j) {
+                    const T m = mr[j], s = sr[j];
+                    mr[j] = aL * m + bL * s + t1[j];
+                    sr[j] = eL * s + t2[j];
+                }
             }
         }
-        if (!backward) return;
+        if (!backward)
+            return;
 
         // ---------------------------------------------------------------------------------
-        // Backward, chunk by chunk from the last.
-        T* bw = ch + c_size;
-        T *dGa = bw, *dPh = dGa + bb, *dW = dPh + bb, *dQK = dW + bb, *dal = dQK + bb, *dbe = dal + b,
-          *dep = dbe + b;
-        const std::size_t wmax = std::max(di, dout);
-        T *dK = dep + b, *dQ = dK + b * wmax, *dU = dQ + b * wmax, *dV = dU + b * wmax, *dP = dV + b * wmax,
-          *X1 = dP + b * wmax, *X2 = X1 + 2 * b * wmax, *dcoef = X2 + b * wmax, *dM = dcoef + 5 * b, *dS = dM + msz, *dM0 = dS + msz,
-          *dS0 = dM0 + msz, *Ab = dS0 + msz;
-        if (final_adj) {
-            std::copy_n(final_adj, msz, dM);
-            std::copy_n(final_adj + msz, msz, dS);
-        } else {
+        // Backward, block by block from the last.
+        T *dGa = ch + cdGa, *dPh = ch + cdPh, *dW = ch + cdW, *dQK = ch + cdQK, *dKK = ch + cdKK, *E = ch + cE,
+          *dal = ch + cdal, *dbe = ch + cdbe, *dep = ch + cdep, *dKQ = ch + cdKQ, *dU = ch + cdU, *dV = ch + cdV,
+          *dP = ch + cdP, *X1 = ch + cX1, *UG = ch + cUG, *dA = ch + cdA, *du = ch + cdu, *dcoef = ch + cdcoef,
+          *dM = ch + cdM, *dS = dM + msz, *dM0 = ch + cdM0, *dS0 = dM0 + msz, *Ab = ch + cAb;
+        if (final_adj)
+            std::copy_n(final_adj, 2 * msz, dM);
+        else
             std::fill_n(dM, 2 * msz, T(0));
-        }
         for (std::size_t c = nch; c-- > 0;) {
-            const std::size_t t0 = c * b, bl = std::min(b, len - t0), L = bl - 1;
-            const T* M0 = m_starts.data() + c * 2 * msz;
-            const T* S0 = M0 + msz;
-            const T *Kc = K + t0 * di, *Vc = V + t0 * dout, *Qc = Q + t0 * di, *Pc = P + t0 * dout,
-                    *Uc = U + t0 * dout, *dYc = dY + t0 * dout;
+            const std::size_t t0 = m_blocks[c], bl = m_blocks[c + 1] - t0, L = bl - 1;
+            const T* M0 = m_starts.data() + c * 2 * msz;  // [M0; S0]
+            const T *Vc = V + t0 * dout, *Pc = P + t0 * dout, *Uc = U + t0 * dout, *dYc = dY + t0 * dout;
+            const T* Ak = AKQ + t0 * 4 * dout;
+            const T* Aq = Ak + bl * 2 * dout;
+            const T* KK = KQK + t0 * 2 * b;
+            const T* QK = KK + bl * bl;
+            T* dK = dKQ;  // [dK; dQ]: (2 bl, di)
+            T* dQ = dKQ + bl * di;
+            T* dAk = dA;  // [dAk; dAq]: the adjoints of [K; Q] [M0; S0]^T, (2 bl, 2 dout)
+            T* dAq = dA + bl * 2 * dout;
             coefficients(C + 5 * t0, bl, b, al, be, ep, Ga, Ph);
-            const T* Ac = A12 + t0 * 2 * dout;
-            T* dA = A1;  // (bl, 2 dout): the adjoints of Q M0^T and Q S0^T, side by side
-            gemm(false, true, bl, bl, di, T(1), Qc, di, Kc, di, T(0), QK, b);
+            stack_kq(t0, bl);
             for (std::size_t t = 0; t < bl; ++t)
-                for (std::size_t s = 0; s < bl; ++s) W[t * b + s] = s <= t ? Ga[t * b + s] * QK[t * b + s] : T(0);
-
+                for (std::size_t s = 0; s < bl; ++s)
+                    W[t * bl + s] = s <= t ? Ga[t * b + s] * QK[t * bl + s] : T(0);
             std::fill_n(dGa, 2 * bb, T(0));  // dGa, dPh
             std::fill_n(dal, 3 * b, T(0));   // dal, dbe, dep
-            std::fill_n(dK, bl * di, T(0));
-            std::fill_n(dU, bl * dout, T(0));
-            // The chunk's end state: dM, dS are its adjoints.
+
+            // The block's end state: dM, dS are its adjoints.
             {
                 const T aL = al[L], bL = be[L], eL = ep[L];
-                T sa = 0, sb = 0, se = 0;
                 for (std::size_t k = 0; k < msz; ++k) {
                     dM0[k] = aL * dM[k];
                     dS0[k] = bL * dM[k] + eL * dS[k];
-                    sa += dM[k] * M0[k];
-                    sb += dM[k] * S0[k];
-                    se += dS[k] * S0[k];
                 }
-                dal[L] += sa;
-                dbe[L] += sb;
-                dep[L] += se;
+                dal[L] += dot(dM, M0, msz);
+                dbe[L] += dot(dM, M0 + msz, msz);
+                dep[L] += dot(dS, M0 + msz, msz);
             }
-            if (c + 1 == nch && final_adj && !sequential) {
+            if (c + 1 == nch && final_adj && write_g) {
                 // G of the state after the last chunk is this chunk's start memory.
-                for (std::size_t k = 0; k < msz; ++k) dM0[k] += final_adj[2 * msz + k];
+                for (std::size_t k = 0; k < msz; ++k)
+                    dM0[k] += final_adj[2 * msz + k];
             }
             // M' term U^T diag(Gamma_L) K and S' term U^T diag(Phi_L) K.
-            // X1 = K [dM; dS]^T (bl x 2 dout): rows (dM k_s)^T and (dS k_s)^T.
-            gemm(false, true, bl, 2 * dout, di, T(1), Kc, di, dM, di, T(0), X1, 2 * dout);
-            for (int pass = 0; pass < 2; ++pass) {
-                const T* Dm = pass == 0 ? dM : dS;
-                const T* coef_row = (pass == 0 ? Ga : Ph) + L * b;
-                T* dcoef_row = (pass == 0 ? dGa : dPh) + L * b;
-                for (std::size_t s = 0; s < bl; ++s) {
-                    const T* x1 = X1 + s * 2 * dout + pass * dout;
-                    const T cs = coef_row[s];
-                    T acc = 0;
-                    for (std::size_t i = 0; i < dout; ++i) {
-                        acc += Uc[s * dout + i] * x1[i];
-                        dU[s * dout + i] += cs * x1[i];
-                    }
-                    dcoef_row[s] += acc;
+            // X1 = K [dM; dS]^T (bl, 2 dout): rows (dM k_s)^T and (dS k_s)^T.
+            gemm(false, true, bl, 2 * dout, di, T(1), KQ, di, dM, di, T(0), X1, 2 * dout);
+            for (std::size_t s = 0; s < bl; ++s) {
+                const T* x1 = X1 + s * 2 * dout;
+                const T* us = Uc + s * dout;
+                const T g = Ga[L * b + s], f = Ph[L * b + s];
+                T* dus = dU + s * dout;
+                T* ug = UG + s * 2 * dout;
+                for (std::size_t i = 0; i < dout; ++i) {
+                    dus[i] = g * x1[i] + f * x1[dout + i];
+                    ug[i] = g * us[i];
+                    ug[dout + i] = f * us[i];
                 }
-                // dK_s += coef_s (u_s^T Dm).
-                gemm(false, false, bl, di, dout, T(1), Uc, dout, Dm, di, T(0), X2, di);
-                for (std::size_t s = 0; s < bl; ++s) {
-                    const T cs = coef_row[s];
-                    for (std::size_t j = 0; j < di; ++j) dK[s * di + j] += cs * X2[s * di + j];
-                }
+                dGa[L * b + s] += dot(us, x1, dout);
+                dPh[L * b + s] += dot(us, x1 + dout, dout);
             }
+            // dK_s = [Gamma_Ls u_s, Phi_Ls u_s] [dM; dS].
+            gemm(false, false, bl, di, 2 * dout, T(1), UG, 2 * dout, dM, di, T(0), dK, di);
+
             // Retrievals.
             for (std::size_t t = 0; t < bl; ++t) {
-                T a1 = 0, a2 = 0;
-                const T* a = Ac + t * 2 * dout;
-                T* da = dA + t * 2 * dout;
-                for (std::size_t i = 0; i < dout; ++i) {
-                    a1 += dYc[t * dout + i] * a[i];
-                    a2 += dYc[t * dout + i] * a[dout + i];
-                }
-                dal[t] += a1;
-                dbe[t] += a2;
+                const T* a = Aq + t * 2 * dout;
+                const T* dy = dYc + t * dout;
+                T* da = dAq + t * 2 * dout;
+                dal[t] += dot(dy, a, dout);
+                dbe[t] += dot(dy, a + dout, dout);
                 const T at = al[t], bt = be[t];
                 for (std::size_t i = 0; i < dout; ++i) {
-                    da[i] = at * dYc[t * dout + i];
-                    da[dout + i] = bt * dYc[t * dout + i];
+                    da[i] = at * dy[i];
+                    da[dout + i] = bt * dy[i];
                 }
             }
-            // dQ = dA [M0; S0],  [dM0; dS0] += dA^T Q (M0, S0 and dM0, dS0 are contiguous).
-            gemm(false, false, bl, di, 2 * dout, T(1), dA, 2 * dout, M0, di, T(0), dQ, di);
-            gemm(true, false, 2 * dout, di, bl, T(1), dA, 2 * dout, Qc, di, T(1), dM0, di);
-            gemm(false, true, bl, bl, dout, T(1), dYc, dout, Uc, dout, T(0), dW, b);
-            gemm(true, false, bl, dout, bl, T(1), W, b, dYc, dout, T(1), dU, dout);
+            gemm(false, true, bl, bl, dout, T(1), dYc, dout, Uc, dout, T(0), dW, bl);
+            gemm(true, false, bl, dout, bl, T(1), W, bl, dYc, dout, T(1), dU, dout);
             for (std::size_t t = 0; t < bl; ++t)
                 for (std::size_t s = 0; s < bl; ++s) {
                     const bool low = s <= t;
-                    dGa[t * b + s] += low ? dW[t * b + s] * QK[t * b + s] : T(0);
-                    dQK[t * b + s] = low ? dW[t * b + s] * Ga[t * b + s] : T(0);
+                    dGa[t * b + s] += low ? dW[t * bl + s] * QK[t * bl + s] : T(0);
+                    dQK[t * bl + s] = low ? dW[t * bl + s] * Ga[t * b + s] : T(0);
                 }
-            gemm(false, false, bl, di, bl, T(1), dQK, b, Kc, di, T(1), dQ, di);
-            gemm(true, false, bl, di, bl, T(1), dQK, b, Qc, di, T(1), dK, di);
 
-            // Through u = u(pred, v).
+            // Through u = u(pred, v): dP, dV, and the adjoints of pred's parts.
+            std::fill_n(dKK, bl * bl, T(0));
             if constexpr (!FirstOrder) {
-                if (!sequential) {
-                    // pred = K M0^T (M0 is the chunk's G).
-                    for (std::size_t t = 0; t < bl; ++t) {
-                        src.pred = Pc + t * dout;
-                        src.value = Vc + t * dout;
-                        src.u = dU + t * dout;
-                        call<Params, Hyper>(m_inner_bwd, src);
-                        std::copy_n(m_inner_bwd.template data<0>(), dout, dP + t * dout);
-                        std::copy_n(m_inner_bwd.template data<1>(), dout, dV + t * dout);
+                // The substitution in reverse: du_t = dU_t + sum over later chunks' tokens r
+                // of L_rt dP_r, with L_rt = Gamma_{s(r)-1,t} (k_t . k_r).
+                for (std::size_t t = bl; t-- > 0;) {
+                    const std::size_t next = (t / chunk + 1) * chunk;
+                    if (next >= bl) {
+                        inner_backward<Params, Hyper>(src, Pc, Vc, dU + t * dout, t, dP, dV);
+                        continue;
                     }
-                    gemm(false, false, bl, di, dout, T(1), dP, dout, M0, di, T(1), dK, di);
-                    gemm(true, false, dout, di, bl, T(1), dP, dout, Kc, di, T(1), dM0, di);
-                } else {
-                    // pred_t = alpha_{t-1} M0 k_t + beta_{t-1} S0 k_t + sum_{s<t} L_ts u_s with
-                    // L_ts = Gamma_{t-1,s} (k_s . k_t): the substitution in reverse, then its
-                    // parts' adjoints as products.
-                    const T* AKc = AK + t0 * 2 * dout;
-                    gemm(false, true, bl, bl, di, T(1), Kc, di, Kc, di, T(0), KK, b);
-                    T* du = X2;
-                    for (std::size_t t = bl; t-- > 0;) {
-                        std::copy_n(dU + t * dout, dout, du);
-                        for (std::size_t r = t + 1; r < bl; ++r) {
-                            const T w = Ga[(r - 1) * b + t] * KK[r * b + t];
-                            const T* dp = dP + r * dout;
-                            for (std::size_t i = 0; i < dout; ++i) du[i] += w * dp[i];
-                        }
-                        src.pred = Pc + t * dout;
-                        src.value = Vc + t * dout;
-                        src.u = du;
-                        call<Params, Hyper>(m_inner_bwd, src);
-                        std::copy_n(m_inner_bwd.template data<0>(), dout, dP + t * dout);
-                        std::copy_n(m_inner_bwd.template data<1>(), dout, dV + t * dout);
+                    std::copy_n(dU + t * dout, dout, du);
+                    for (std::size_t r = next; r < bl; ++r) {
+                        const std::size_t s0 = r / chunk * chunk;
+                        const T w = Ga[(s0 - 1) * b + t] * KK[r * bl + t];
+                        const T* dp = dP + r * dout;
+                        for (std::size_t i = 0; i < dout; ++i)
+                            du[i] += w * dp[i];
                     }
-                    // D = dP U^T; dGamma_{t-1,s} += (k_s . k_t) D_ts, d(k_s . k_t) = Gamma_{t-1,s} D_ts.
-                    T *D = dW, *dKK = dQK;
-                    gemm(false, true, bl, bl, dout, T(1), dP, dout, Uc, dout, T(0), D, b);
-                    for (std::size_t t = 0; t < bl; ++t)
-                        for (std::size_t s = 0; s < bl; ++s) {
-                            const bool low = s < t;
-                            if (low) dGa[(t - 1) * b + s] += KK[t * b + s] * D[t * b + s];
-                            dKK[t * b + s] = low ? Ga[(t - 1) * b + s] * D[t * b + s] : T(0);
-                        }
-                    gemm(false, false, bl, di, bl, T(1), dKK, b, Kc, di, T(1), dK, di);
-                    gemm(true, false, bl, di, bl, T(1), dKK, b, Kc, di, T(1), dK, di);
-                    // The terms alpha_{t-1} M0 k_t + beta_{t-1} S0 k_t (alpha_{-1} = 1, beta_{-1} = 0).
-                    T* dA = A1;
-                    for (std::size_t t = 0; t < bl; ++t) {
-                        const T* dp = dP + t * dout;
-                        const T* a = AKc + t * 2 * dout;
-                        T a1 = 0, a2 = 0;
-                        for (std::size_t i = 0; i < dout; ++i) {
-                            a1 += dp[i] * a[i];
-                            a2 += dp[i] * a[dout + i];
-                        }
-                        if (t > 0) {
-                            dal[t - 1] += a1;
-                            dbe[t - 1] += a2;
-                        }
-                        const T ap = t ? al[t - 1] : T(1), bp = t ? be[t - 1] : T(0);
-                        T* da = dA + t * 2 * dout;
-                        for (std::size_t i = 0; i < dout; ++i) {
-                            da[i] = ap * dp[i];
-                            da[dout + i] = bp * dp[i];
+                    inner_backward<Params, Hyper>(src, Pc, Vc, du, t, dP, dV);
+                }
+                if (bl > chunk) {
+                    // D = dP U^T (in dW, free now): dGamma_{s-1,j} += (k_j . k_t) D_tj and
+                    // d(k_j . k_t) = Gamma_{s-1,j} D_tj, for j < s = s(t).
+                    T* D = dW;
+                    gemm(false, true, bl, bl, dout, T(1), dP, dout, Uc, dout, T(0), D, bl);
+                    for (std::size_t t = chunk; t < bl; ++t) {
+                        const std::size_t s0 = t / chunk * chunk;
+                        for (std::size_t j = 0; j < s0; ++j) {
+                            dGa[(s0 - 1) * b + j] += KK[t * bl + j] * D[t * bl + j];
+                            dKK[t * bl + j] = Ga[(s0 - 1) * b + j] * D[t * bl + j];
                         }
                     }
-                    gemm(false, false, bl, di, 2 * dout, T(1), dA, 2 * dout, M0, di, T(1), dK, di);
-                    gemm(true, false, 2 * dout, di, bl, T(1), dA, 2 * dout, Kc, di, T(1), dM0, di);
+                }
+                // The terms alpha_{s-1} M0 k_t + beta_{s-1} S0 k_t.
+                for (std::size_t t = 0; t < bl; ++t) {
+                    const T* dp = dP + t * dout;
+                    T* da = dAk + t * 2 * dout;
+                    const std::size_t s0 = t / chunk * chunk;
+                    if (s0 == 0) {
+                        std::copy_n(dp, dout, da);
+                        std::fill_n(da + dout, dout, T(0));
+                        continue;
+                    }
+                    const T* a = Ak + t * 2 * dout;
+                    dal[s0 - 1] += dot(dp, a, dout);
+                    dbe[s0 - 1] += dot(dp, a + dout, dout);
+                    const T ap = al[s0 - 1], bp = be[s0 - 1];
+                    for (std::size_t i = 0; i < dout; ++i) {
+                        da[i] = ap * dp[i];
+                        da[dout + i] = bp * dp[i];
+                    }
                 }
             } else {
                 // The inner gradient is a constant: nothing flows through u or k.
-                std::fill_n(dK, bl * di, T(0));
+                std::fill_n(dAk, bl * 2 * dout, T(0));
                 std::fill_n(dV, bl * dout, T(0));
             }
+            // dK += (dKK + dKK^T) K + dQK^T Q = E [K; Q];  dQ = dQK K.
+            for (std::size_t s = 0; s < bl; ++s)
+                for (std::size_t j = 0; j < bl; ++j) {
+                    E[s * 2 * bl + j] = dKK[s * bl + j] + dKK[j * bl + s];
+                    E[s * 2 * bl + bl + j] = dQK[j * bl + s];
+                }
+            gemm(false, false, bl, di, 2 * bl, T(1), E, 2 * bl, KQ, di, T(1), dK, di);
+            gemm(false, false, bl, di, bl, T(1), dQK, bl, KQ, di, T(0), dQ, di);
+            // [dK; dQ] += [dAk; dAq] [M0; S0],  [dM0; dS0] += [dAk; dAq]^T [K; Q].
+            gemm(false, false, 2 * bl, di, 2 * dout, T(1), dA, 2 * dout, M0, di, T(1), dKQ, di);
+            gemm(true, false, 2 * dout, di, 2 * bl, T(1), dA, 2 * dout, KQ, di, T(1), dM0, di);
+            if constexpr (FirstOrder)
+                std::fill_n(dK, bl * di, T(0));
 
             // The coefficient recurrences, in reverse.
             for (std::size_t t = bl; t-- > 0;) {
@@ -679,8 +708,7 @@ public:
                         dpp[s] += bv * g + e * ph;
                     }
                 }
-                const T ep_prev = t ? ep[t - 1] : T(1), al_prev = t ? al[t - 1] : T(1),
-                        be_prev = t ? be[t - 1] : T(0);
+                const T ep_prev = t ? ep[t - 1] : T(1), al_prev = t ? al[t - 1] : T(1), be_prev = t ? be[t - 1] : T(0);
                 da += dbe[t] * be_prev + dal[t] * al_prev;
                 db += dbe[t] * ep_prev;
                 de += dep[t] * ep_prev;
@@ -708,8 +736,7 @@ public:
                 accumulate(m_feat_bwd, *grads, Ab + t * batched_width, Metas{});
             }
             add_batched(*grads, Ab, tok + t0 * d, bl, Metas{});
-            std::copy_n(dM0, msz, dM);
-            std::copy_n(dS0, msz, dS);
+            std::copy_n(dM0, 2 * msz, dM);  // dM, dS
         }
         std::copy_n(dM, 2 * msz, initial_adj);
         // G: overwritten at the first chunk's start; not read by the sequential form (whose
@@ -718,6 +745,25 @@ public:
     }
 
 private:
+    /// Offsets of buffers carved one after another from one allocation.
+    struct carve {
+        std::size_t size = 0;
+        std::size_t operator()(std::size_t n) {
+            const std::size_t o = size;
+            size += n;
+            return o;
+        }
+    };
+    /// dP_t, dV_t: the inner gradient's backward at token t, given the adjoint `du` of u_t.
+    template <class Params, class Hyper>
+    void inner_backward(sources& src, const T* Pc, const T* Vc, const T* du, std::size_t t, T* dP, T* dV) {
+        src.pred = Pc + t * dout;
+        src.value = Vc + t * dout;
+        src.u = du;
+        call<Params, Hyper>(m_inner_bwd, src);
+        std::copy_n(m_inner_bwd.template data<0>(), dout, dP + t * dout);
+        std::copy_n(m_inner_bwd.template data<1>(), dout, dV + t * dout);
+    }
     template <class Plan, class Params, class... M>
     static void accumulate(const Plan& plan, Params& grads, T* rows, mnemo::detail::list<M...>) {
         [&]<std::size_t... J>(std::index_sequence<J...>) {

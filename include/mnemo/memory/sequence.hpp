@@ -48,12 +48,12 @@ struct run_options {
     /// sequential form another way: for tests and ablations).
     bool chunked_form = false;
     /// Runs take the dual form (memory/dual.hpp) where it applies
-    /// (`sequence_memory::has_dual_form`): chunked runs when a call starts at a chunk
-    /// boundary, sequential runs (chunk 1) in blocks of `dual_block` tokens. False runs the
-    /// compiled step token by token (for tests and ablations).
+    /// (`sequence_memory::has_dual_form`) and a call starts at a chunk boundary (always, in
+    /// the sequential form). False runs the compiled step token by token (for tests and
+    /// ablations).
     bool dual_form = true;
-    /// Block size of the dual form of sequential runs; the result does not depend on it
-    /// (up to rounding). 0 chooses (32).
+    /// Block size of the dual form in tokens, rounded up to a multiple of `chunk`; the result
+    /// does not depend on it (up to rounding). 0 chooses (32).
     std::size_t dual_block = 0;
     /// The sequences of the batch run in parallel on this many threads (at most one per
     /// sequence; the calling thread is one of them); 0 means std::thread::hardware_concurrency().
@@ -566,14 +566,15 @@ private:
         if constexpr (has_dual_form) {
             const bool sequential = opt.chunk == 1 && !opt.chunked_form;
             if (opt.dual_form && (sequential || r.states[s].position % opt.chunk == 0)) {
-                const std::size_t block = sequential ? (opt.dual_block ? opt.dual_block : 32) : opt.chunk;
+                const std::size_t want = opt.dual_block ? opt.dual_block : 32;
+                const std::size_t block = (want + opt.chunk - 1) / opt.chunk * opt.chunk;
                 state_type& st = r.states[s];
                 if (backward) {
                     ia->values.resize(state_size);
                     ia->position = st.position;
                 }
-                w.dual.kernels.run_sequence(p, h, tok, tgt, L, block, sequential, scale, st.values.data(), y, sur, w.loss,
-                                            backward, fa ? fa->values.data() : nullptr, &w.grads,
+                w.dual.kernels.run_sequence(p, h, tok, tgt, L, opt.chunk, block, !sequential, scale,
+                                            st.values.data(), y, sur, w.loss, backward, fa ? fa->values.data() : nullptr, &w.grads,
                                             backward ? ia->values.data() : nullptr);
                 st.position += L;
                 if (backward && !initial) add_initial_adjoint(w, r, s);
