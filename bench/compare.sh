@@ -68,6 +68,31 @@ fi
 mkdir -p "$OUT_DIR" "$(dirname "$REPORT")"
 : >"$JSONL"
 
+# OpenBLAS's kernels. Debian 12's OpenBLAS (0.3.21) does not recognise some CPUs with AVX-512
+# (AMD Zen 4 and later) and runs its AVX2 "Haswell" kernels there, at half the machine's rate.
+# When the CPU has AVX-512 (F, CD, BW, DQ, VL), OpenBLAS chose Haswell and the caller did not set
+# OPENBLAS_CORETYPE, both sides run with OPENBLAS_CORETYPE=SkylakeX (PyTorch's BLAS is the same
+# OpenBLAS, and reads it too), and so does the sgemm reference. The report names the kernels.
+openblas_core() {
+    OPENBLAS_VERBOSE=2 "$BENCH" --config sgemm256 --runs 1 --seconds 0.05 2>&1 | sed -n 's/^Core: //p' | head -n 1
+}
+CORE_NOTE="as detected"
+if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+    detected=$(openblas_core || true)
+    avx512=yes
+    for f in avx512f avx512cd avx512bw avx512dq avx512vl; do
+        grep -qw "$f" /proc/cpuinfo || avx512=no
+    done
+    if [ "$avx512" = yes ] && [ "$detected" = Haswell ]; then
+        export OPENBLAS_CORETYPE=SkylakeX
+        CORE_NOTE="OPENBLAS_CORETYPE=SkylakeX set by compare.sh for both sides: the CPU has AVX-512, OpenBLAS detected $detected"
+    fi
+else
+    CORE_NOTE="OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE from the caller, for both sides"
+fi
+export MNEMO_OPENBLAS_CORE="$(openblas_core || true) ($CORE_NOTE)"
+log "OpenBLAS kernels: $MNEMO_OPENBLAS_CORE"
+
 "$PY" bench/make_report.py machine "$TORCH_VERSION" >>"$JSONL"
 
 # Correctness of the peer (float64, small sizes, about 2 s); against mnemo's reference_problems

@@ -81,6 +81,7 @@ def machine(torch_version):
         "python": platform.python_version(),
         "openblas": openblas,
         "libblas": os.path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3"),
+        "openblas_core": os.environ.get("MNEMO_OPENBLAS_CORE", ""),
         "commit": commit,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -170,6 +171,7 @@ def report(jsonl, out):
     for key, label in (("cpu", "CPU"), ("cores", "cores"), ("memory", "memory"), ("kernel", "kernel"),
                        ("compiler", "compiler"), ("torch", "PyTorch"), ("python", "Python"),
                        ("openblas", "OpenBLAS"), ("libblas", "libblas.so.3 (PyTorch's BLAS)"),
+                       ("openblas_core", "OpenBLAS kernels (both sides)"),
                        ("commit", "mnemo commit"), ("date", "date")):
         w(f"- {label}: {mach.get(key) or 'unknown'}")
     w("")

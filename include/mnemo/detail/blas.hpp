@@ -85,11 +85,11 @@ template <class T>
 inline T dot(const T* __restrict a, const T* __restrict b, std::size_t n) {
     constexpr std::size_t W = 16;
     T acc[W] = {};
-    std::size_t k = 0;
-    for (; k + W <= n; k += W)
-        for (std::size_t l = 0; l < W; ++l) acc[l] += a[k + l] * b[k + l];
+    const std::size_t full = n / W, rest = n % W;
+    for (std::size_t k = 0; k < full; ++k)
+        for (std::size_t l = 0; l < W; ++l) acc[l] += a[k * W + l] * b[k * W + l];
+    for (std::size_t l = 0; l < rest; ++l) acc[l] += a[full * W + l] * b[full * W + l];
     T s = 0;
-    for (; k < n; ++k) s += a[k] * b[k];
     for (std::size_t l = 0; l < W; ++l) s += acc[l];
     return s;
 }

@@ -351,14 +351,17 @@ private:
     }
 
     static void check_finite(const xt::xtensor<T, 3>& a, const char* what) {
-        const std::size_t B = a.shape()[0], L = a.shape()[1], W = a.shape()[2];
-        for (std::size_t s = 0; s < B; ++s)
-            for (std::size_t t = 0; t < L; ++t)
-                for (std::size_t i = 0; i < W; ++i)
-                    if (!std::isfinite(a(s, t, i)))
-                        throw std::invalid_argument(std::string("mnemo: ") + what + " of sequence " +
-                                                    std::to_string(s) + ", token " + std::to_string(t) +
-                                                    ", feature " + std::to_string(i) + " is not finite");
+        const std::size_t L = a.shape()[1], W = a.shape()[2], n = a.size();
+        // One flat pass; the place only when something is not finite.
+        const T* x = a.data();
+        bool finite = true;
+        for (std::size_t k = 0; k < n; ++k) finite &= std::isfinite(x[k]);
+        if (finite) return;
+        for (std::size_t k = 0; k < n; ++k)
+            if (!std::isfinite(x[k]))
+                throw std::invalid_argument(std::string("mnemo: ") + what + " of sequence " +
+                                            std::to_string(k / (L * W)) + ", token " + std::to_string(k / W % L) +
+                                            ", feature " + std::to_string(k % W) + " is not finite");
     }
 
     void validate(const xt::xtensor<T, 3>& tokens, const xt::xtensor<T, 3>& targets, const run_options& opt,
