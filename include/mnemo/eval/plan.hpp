@@ -25,10 +25,31 @@ template <class T, class G>
 struct context {
     T* arena;
     std::array<const T*, G::symbols::size> sym;
+    /// Where output I is written instead of the arena (null: the arena); see
+    /// `plan::run_unchecked_into`.
+    std::array<T*, G::outputs.size()> out{};
 };
 
 template <class G, std::size_t J>
 using node_at = type_at_t<typename G::order, J>;
+
+/// The first output whose node is J, or G::outputs.size() when J is no output.
+template <class G, std::size_t J>
+constexpr std::size_t output_of() {
+    for (std::size_t o = 0; o < G::outputs.size(); ++o)
+        if (G::outputs[o] == J) return o;
+    return G::outputs.size();
+}
+
+/// The storage of the materialised node J: the arena, or the place its output goes.
+template <class T, class G, std::size_t J>
+inline T* buffer(const context<T, G>& ctx) {
+    constexpr std::size_t o = output_of<G, J>();
+    if constexpr (o < G::outputs.size()) {
+        if (T* p = ctx.out[o]) return p;
+    }
+    return ctx.arena + G::facts.offset[J];
+}
 
 template <class T, class G, std::size_t J>
 const T* pointer(const context<T, G>& ctx) {
@@ -37,7 +58,7 @@ const T* pointer(const context<T, G>& ctx) {
     if constexpr (G::kind[J] == node_kind::symbol) return ctx.sym[index_of_v<typename G::symbols, E>];
     else {
         static_assert(G::facts.materialised[J], "mnemo internal: pointer to a node without storage.");
-        return ctx.arena + G::facts.offset[J];
+        return buffer<T, G, J>(ctx);
     }
 }
 
@@ -79,7 +100,7 @@ inline T value(const context<T, G>& ctx, std::size_t i) {
     if constexpr (G::kind[J] == node_kind::symbol) return ctx.sym[index_of_v<typename G::symbols, E>][i];
     else if constexpr (is_constant_v<E>) return E::template value<T>();
     else if constexpr (G::kind[J] == node_kind::constant) return T(0);
-    else if constexpr (G::facts.materialised[J]) return ctx.arena[G::facts.offset[J] + i];
+    else if constexpr (G::facts.materialised[J]) return buffer<T, G, J>(ctx)[i];
     else if constexpr (G::kind[J] == node_kind::outer) {
         constexpr std::size_t cols = G::size[G::child[J][1]];
         return pointer<T, G, G::child[J][0]>(ctx)[i / cols] * pointer<T, G, G::child[J][1]>(ctx)[i % cols];
@@ -93,7 +114,7 @@ inline T value2(const context<T, G>& ctx, std::size_t r, std::size_t c) {
     else if constexpr (G::kind[J] == node_kind::symbol)
         return ctx.sym[index_of_v<typename G::symbols, E>][r * Cols + c];
     else if constexpr (G::kind[J] == node_kind::constant) return T(0);
-    else if constexpr (G::facts.materialised[J]) return ctx.arena[G::facts.offset[J] + r * Cols + c];
+    else if constexpr (G::facts.materialised[J]) return buffer<T, G, J>(ctx)[r * Cols + c];
     else if constexpr (G::kind[J] == node_kind::outer)
         return pointer<T, G, G::child[J][0]>(ctx)[r] * pointer<T, G, G::child[J][1]>(ctx)[c];
     else return compute2<T, G, J, Cols>(ctx, r, c);
@@ -111,7 +132,7 @@ std::pair<const T*, bool> operand(const context<T, G>& ctx) {
 template <class T, class G, std::size_t J>
 void run_step(context<T, G>& ctx) {
     using E = node_at<G, J>;
-    T* out = ctx.arena + G::facts.offset[J];
+    T* out = buffer<T, G, J>(ctx);
     constexpr std::size_t n = G::size[J];
     constexpr auto ch = G::child[J];
     if constexpr (G::kind[J] == node_kind::symbol || G::kind[J] == node_kind::constant) {
@@ -242,6 +263,23 @@ public:
         for (auto step : steps) step(m_ctx);
     }
 
+    /// Places for the results, in the order of the outputs (null: the plan's arena).
+    using destinations = std::array<T*, sizeof...(Outputs)>;
+
+    /// `run_unchecked`, writing result I to `out[I]` where that is not null (`shape::size`
+    /// elements, row-major) instead of the arena: no copy out of the plan. Such a result is
+    /// also read from there by the rest of the evaluation, so `out[I]` must not overlap any
+    /// bound symbol's data or another result; `data<I>()` does not hold it.
+    void run_unchecked_into(const pointers& p, const destinations& out) {
+        m_ctx.out = out;
+        run_unchecked(p);
+        // A node that is several outputs was written to the first one's place.
+        [&]<std::size_t... I>(std::index_sequence<I...>) {
+            (copy_repeat<I>(out), ...);
+        }(std::index_sequence_for<Outputs...>{});
+        m_ctx.out = destinations{};
+    }
+
     /// Pointer to result I of the last evaluation (row-major, `shape::size` elements).
     template <std::size_t I>
     const T* data() const {
@@ -264,6 +302,17 @@ public:
     }
 
 private:
+    template <std::size_t I>
+    void copy_repeat(const destinations& out) {
+        constexpr std::size_t j = graph::outputs[I];
+        constexpr std::size_t first = detail::output_of<graph, j>();
+        if constexpr (first != I) {
+            if (!out[I]) return;
+            const T* src = out[first] ? out[first] : m_arena.data() + graph::facts.offset[j];
+            std::copy_n(src, detail::type_at_t<typename graph::order, j>::shape::size, out[I]);
+        }
+    }
+
     template <std::size_t... I>
     auto results(std::index_sequence<I...>) const {
         return std::tuple{get<I>()...};

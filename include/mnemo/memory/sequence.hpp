@@ -321,23 +321,29 @@ private:
     static void call(Plan& plan, const bindings& b) {
         call(plan, b, typename Plan::graph::symbols{});
     }
+    /// The same, the plan's first 2n results (the memory tensors' next values or adjoints,
+    /// then the surprises') written straight into `out` (a state or adjoint: no copy).
+    template <class Plan, class... Syms>
+    static void call_into(Plan& plan, const bindings& b, T* out, mnemo::detail::list<Syms...>) {
+        typename Plan::destinations dst{};
+        for (std::size_t i = 0; i < n; ++i) {
+            dst[i] = out + offset(0, i);
+            dst[n + i] = out + offset(1, i);
+        }
+        plan.run_unchecked_into(typename Plan::pointers{resolve<Syms>(b)...}, dst);
+    }
+    template <class Plan>
+    static void call_into(Plan& plan, const bindings& b, T* out) {
+        call_into(plan, b, out, typename Plan::graph::symbols{});
+    }
 
     // ------------------------------------------------------------------------------------
-    // One token forward: state -> next state (M, S; G untouched), y, surprise, loss.
-    template <class Plan>
-    void forward_token(Plan& plan, bindings b, T* state, T* y, T& surprise, T& loss) {
-        forward_token<false>(plan, b, state, state, y, surprise, loss);
-    }
-    /// The same from the state `in` into `out` (G carried over in the chunked form).
+    // One token forward: the state `in` -> the next state `out`, another buffer (M, S; G
+    // carried over in the chunked form, untouched in the sequential one), y, surprise, loss.
     template <bool Chunked, class Plan>
     void forward_token(Plan& plan, bindings b, const T* in, T* out, T* y, T& surprise, T& loss) {
         b.state = in;
-        call(plan, b);
-        [&]<std::size_t... I>(std::index_sequence<I...>) {
-            ((std::copy_n(plan.template data<I>(), sizes[I], out + offset(0, I)),
-              std::copy_n(plan.template data<n + I>(), sizes[I], out + offset(1, I))),
-             ...);
-        }(std::make_index_sequence<n>{});
+        call_into(plan, b, out);
         if constexpr (Chunked)
             if (out != in) std::copy_n(in + offset(2, 0), memory_size, out + offset(2, 0));
         if (y) std::copy_n(plan.template data<2 * n>(), d_out, y);
@@ -422,16 +428,18 @@ private:
         // buffer is written before it is read: it is only grown, never cleared.
         using St = std::conditional_t<Chunked, chunk_step, seq_step>;
         constexpr std::size_t width = layout<St>[meta_list::size];
-        const std::size_t need = (segments + c + 3) * state_size + len * width;
-        if (backward && work.size() < need) work.resize(need);
+        const std::size_t need = backward ? (segments + c + 3) * state_size + len * width : state_size;
+        if (work.size() < need) work.resize(need);
         T* checkpoints = work.data();
         T* seg_states = checkpoints + segments * state_size;  // c states inside a segment
         T* adj = seg_states + c * state_size;                 // adjoint (dM, dS, dG accumulated)
         T* adj_next = adj + state_size;
-        T* cur = adj_next + state_size;
-        T* rows = cur + state_size;  // batched metas: one row of vectors per token
+        T* rows = adj_next + state_size;  // batched metas: one row of vectors per token
+        // The states not kept alternate between the result's state and this one.
+        T* scratch = backward ? rows + len * width : work.data();
 
-        T* s = st.values.data();
+        T* const result_state = st.values.data();
+        T* s = result_state;
         for (std::size_t t = 0; t < len; ++t) {
             if (backward && t < last_t0 && t % c == 0) std::copy_n(s, state_size, checkpoints + (t / c) * state_size);
             if (Chunked && chunk_start(start_pos + t, b_chunk)) reset_grad_point(s);
@@ -448,28 +456,39 @@ private:
                 forward_token<Chunked>(fwd, b, slot, next, yt, surprise[t], token_loss);
                 s = next;
             } else {
-                forward_token<Chunked>(fwd, b, s, s, yt, surprise[t], token_loss);
+                T* next = s == result_state ? scratch : result_state;
+                forward_token<Chunked>(fwd, b, s, next, yt, surprise[t], token_loss);
+                s = next;
             }
             loss += scale * token_loss;
         }
+        // (The sequential form leaves G untouched: only M and S come back.)
+        if (s != result_state) std::copy_n(s, Chunked ? state_size : 2 * memory_size, result_state);
         st.position = start_pos + len;
         if (!backward) return;
 
         // Backward, segment by segment from the last.
         std::fill_n(adj, state_size, T(0));
         if (final_adj) std::copy_n(final_adj->values.data(), state_size, adj);
+        if constexpr (!Chunked) {
+            // The sequential step neither reads nor writes G: its adjoint stays 0 in both buffers.
+            std::fill_n(adj + offset(2, 0), memory_size, T(0));
+            std::fill_n(adj_next + offset(2, 0), memory_size, T(0));
+        }
         for (std::size_t sg = segments; sg-- > 0;) {
             const std::size_t t0 = sg * c, t1 = std::min(len, t0 + c);
-            if (sg + 1 < segments) {  // recompute the segment's states from its checkpoint
-                std::copy_n(checkpoints + sg * state_size, state_size, cur);
+            if (sg + 1 < segments) {
+                // Recompute the segment's states from its checkpoint, each token writing the
+                // next state straight into the next slot.
+                std::copy_n(checkpoints + sg * state_size, state_size, seg_states);
                 for (std::size_t t = t0; t < t1; ++t) {
-                    if (Chunked && chunk_start(start_pos + t, b_chunk)) reset_grad_point(cur);
-                    std::copy_n(cur, state_size, seg_states + (t - t0) * state_size);
+                    T* slot = seg_states + (t - t0) * state_size;
+                    if (Chunked && chunk_start(start_pos + t, b_chunk)) reset_grad_point(slot);
                     if (t + 1 < t1) {
                         b.x = tok + t * d;
                         b.target = tgt + t * d_out;
                         T s_unused = 0, l_unused = 0;
-                        forward_token(fwd, b, cur, nullptr, s_unused, l_unused);
+                        forward_token<Chunked>(fwd, b, slot, slot + state_size, nullptr, s_unused, l_unused);
                     }
                 }
             }
@@ -478,7 +497,7 @@ private:
                 b.adjoint = adj;
                 b.x = tok + t * d;
                 b.target = tgt + t * d_out;
-                call(bwd, b);
+                call_into(bwd, b, adj_next);
                 backward_token<Chunked>(bwd, adj, adj_next, grads, rows + t * width);
                 if constexpr (Chunked) {
                     if (chunk_start(start_pos + t, b_chunk)) {
@@ -510,15 +529,12 @@ private:
     /// adj), the meta-gradient contributions into grads.
     template <bool Chunked, class Plan>
     static void backward_token(const Plan& plan, const T* adj, T* adj_next, parameters_type* grads, T* row) {
+        // dM and dS are in adj_next already (call_into).
         [&]<std::size_t... I>(std::index_sequence<I...>) {
-            (add_output<I>(plan, adj_next + offset(0, I), sizes[I], false), ...);
-            (add_output<n + I>(plan, adj_next + offset(1, I), sizes[I], false), ...);
             if constexpr (Chunked) {
                 ((std::copy_n(adj + offset(2, I), sizes[I], adj_next + offset(2, I)),
                   add_output<2 * n + I>(plan, adj_next + offset(2, I), sizes[I], true)),
                  ...);
-            } else {
-                std::fill_n(adj_next + offset(2, 0), memory_size, T(0));
             }
         }(std::make_index_sequence<n>{});
         constexpr std::size_t first_meta = Chunked ? 3 * n : 2 * n;
