@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs mnemo_bench and the PyTorch peer (bench/torch_peer.py) on every benchmark configuration,
-# one after the other, and writes docs/benchmarks.md (raw JSON lines: build/bench/compare.jsonl).
+# one after the other, and writes docs/benchmarks.md (raw JSON lines: build/bench/benchmarks.jsonl).
 # The peer runs twice per configuration: side "torch" with glibc's default malloc settings
 # (torch_peer.py --default-malloc: PyTorch as installed and run by its users; the verdict of the
 # targets is judged against it) and side "torch-tuned" with the malloc tunables torch_peer.py
@@ -18,7 +18,9 @@
 #                        first step with the default malloc takes tens of seconds)
 #   BUILD_DIR            mnemo's build directory (default build); mnemo_bench is built there if
 #                        missing
-#   REPORT               output markdown (default docs/benchmarks.md)
+#   REPORT               output markdown (default docs/benchmarks.md); the raw JSON lines go to
+#                        $BUILD_DIR/bench/<report name>.jsonl
+#   OPENBLAS_NATIVE      1: unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for both sides (see below)
 #
 # PyTorch is Debian's python3-torch, installed for /usr/bin/python3 (installed here if missing):
 # always that interpreter, another python3 earlier on the PATH may not see it.
@@ -32,7 +34,7 @@ CONFIGS=${CONFIGS:-"seed seq64 batch64 mlp64 chunk64 big256"}
 REPORT=${REPORT:-docs/benchmarks.md}
 BENCH="$BUILD_DIR/bench/mnemo_bench"
 OUT_DIR="$BUILD_DIR/bench"
-JSONL="$OUT_DIR/compare.jsonl"
+JSONL="$OUT_DIR/$(basename "$REPORT" .md).jsonl"
 
 log() { printf '[compare] %s\n' "$*" >&2; }
 
@@ -68,27 +70,22 @@ fi
 mkdir -p "$OUT_DIR" "$(dirname "$REPORT")"
 : >"$JSONL"
 
-# OpenBLAS's kernels. Debian 12's OpenBLAS (0.3.21) does not recognise some CPUs with AVX-512
-# (AMD Zen 4 and later) and runs its AVX2 "Haswell" kernels there, at half the machine's rate.
-# When the CPU has AVX-512 (F, CD, BW, DQ, VL), OpenBLAS chose Haswell and the caller did not set
-# OPENBLAS_CORETYPE, both sides run with OPENBLAS_CORETYPE=SkylakeX (PyTorch's BLAS is the same
-# OpenBLAS, and reads it too), and so does the sgemm reference. The report names the kernels.
+# OpenBLAS's kernels. A machine may pin them with OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE),
+# where older OpenBLAS builds misbehave on its processor; both sides then run the pinned
+# kernels, as the tests do. OPENBLAS_NATIVE=1 unsets both, for both sides and the sgemm
+# reference, so that OpenBLAS picks the kernels of the processor (check they compute
+# correctly there first: the test suite, and torch_peer.py --check below). The report
+# names the kernels that ran.
 openblas_core() {
     OPENBLAS_VERBOSE=2 "$BENCH" --config sgemm256 --runs 1 --seconds 0.05 2>&1 | sed -n 's/^Core: //p' | head -n 1
 }
-CORE_NOTE="as detected"
-if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
-    detected=$(openblas_core || true)
-    avx512=yes
-    for f in avx512f avx512cd avx512bw avx512dq avx512vl; do
-        grep -qw "$f" /proc/cpuinfo || avx512=no
-    done
-    if [ "$avx512" = yes ] && [ "$detected" = Haswell ]; then
-        export OPENBLAS_CORETYPE=SkylakeX
-        CORE_NOTE="OPENBLAS_CORETYPE=SkylakeX set by compare.sh for both sides: the CPU has AVX-512, OpenBLAS detected $detected"
-    fi
+if [ "${OPENBLAS_NATIVE:-0}" = 1 ]; then
+    CORE_NOTE="OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-} and OPENBLAS_L2_SIZE=${OPENBLAS_L2_SIZE:-} of the environment unset for both sides (OPENBLAS_NATIVE=1): OpenBLAS's own choice"
+    unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
+elif [ -n "${OPENBLAS_CORETYPE:-}" ]; then
+    CORE_NOTE="pinned by the environment for both sides: OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE${OPENBLAS_L2_SIZE:+, OPENBLAS_L2_SIZE=$OPENBLAS_L2_SIZE}"
 else
-    CORE_NOTE="OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE from the caller, for both sides"
+    CORE_NOTE="OpenBLAS's own choice"
 fi
 export MNEMO_OPENBLAS_CORE="$(openblas_core || true) ($CORE_NOTE)"
 log "OpenBLAS kernels: $MNEMO_OPENBLAS_CORE"

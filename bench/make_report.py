@@ -116,6 +116,7 @@ def nominal_gflops(name, r):
 
 
 def report(jsonl, out):
+    jsonl_name = os.path.basename(jsonl)
     lines = [json.loads(line) for line in open(jsonl) if line.strip()]
     mach = next((x for x in lines if x.get("side") == "machine"), {})
     check = next((x for x in lines if x.get("side") == "check"), None)
@@ -151,13 +152,17 @@ def report(jsonl, out):
     w("```")
     w("bench/compare.sh                                  # every configuration, about 3 s each")
     w("CONFIGS='seq64 batch64' SECONDS_PER_CONFIG=1 bench/compare.sh   # a subset, shorter")
+    w("OPENBLAS_NATIVE=1 REPORT=docs/benchmarks-native-kernels.md bench/compare.sh")
     w("```")
+    w("")
+    w("The last runs both sides with OpenBLAS's own choice of kernels where the environment pins")
+    w("them (`OPENBLAS_CORETYPE`, `OPENBLAS_L2_SIZE`); the kernels that ran are under Machine.")
     w("")
     w("It installs Debian's `python3-torch` if `/usr/bin/python3` cannot import torch, builds")
     w("`mnemo_bench` if needed (`BUILD_DIR`, default `build`), runs the PyTorch peer with glibc's")
     w("default malloc settings, the peer with its malloc tunables and `mnemo_bench` one after the")
     w("other (never concurrently), writes this file and keeps the raw JSON lines in")
-    w("`build/bench/compare.jsonl`. The single programs:")
+    w(f"`build/bench/{jsonl_name}`. The single programs:")
     w("")
     w("```")
     w("build/bench/mnemo_bench --config NAME --threads N --json")
@@ -316,7 +321,7 @@ def report(jsonl, out):
 
     w("## Raw results")
     w("")
-    w("<details><summary>JSON lines (build/bench/compare.jsonl)</summary>")
+    w(f"<details><summary>JSON lines (build/bench/{jsonl_name})</summary>")
     w("")
     w("```")
     for x in lines:

@@ -1,5 +1,5 @@
 // mnemo_bench --config NAME [--threads N] [--json] [--seconds S] [--tokens T] [--checkpoint C]
-//             [--dual-block N]
+//             [--dual-block N] [--no-dual]
 //
 // Times one meta-gradient step of a benchmark configuration (seed, seq64, batch64, mlp64,
 // chunk64, big256): warm-up, then timed steps for a few seconds. With --json it prints one
@@ -8,7 +8,8 @@
 // --threads N runs the sequences of the batch on N threads (run_options::threads); OpenBLAS
 // always runs on one thread (per worker). --tokens overrides the sequence length and
 // --checkpoint the checkpoint interval (memory measurements); --dual-block the block size
-// of the dual form of sequential runs (run_options::dual_block, for tuning).
+// of the dual form (run_options::dual_block) and --no-dual runs the compiled step token by
+// token instead (run_options::dual_form = false): for tuning and ablations.
 //
 // --config sgemm256 times one single-thread OpenBLAS sgemm, C = A B with n = 256, instead;
 // its "gflops" is 2 n^3 per median time (loss and tokens_per_s are 0).
@@ -24,7 +25,7 @@ namespace {
 int usage(const char* argv0) {
     std::fprintf(stderr,
                  "usage: %s --config seed|seq64|batch64|mlp64|chunk64|big256|sgemm256 [--threads N] [--json] [--seconds S] "
-                 "[--tokens T] [--checkpoint C] [--runs N] [--dual-block N]\n",
+                 "[--tokens T] [--checkpoint C] [--runs N] [--dual-block N] [--no-dual]\n",
                  argv0);
     return 2;
 }
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
             else if (a == "--checkpoint") o.checkpoint = std::stoul(next());
             else if (a == "--runs") o.max_runs = std::stoi(next());
             else if (a == "--dual-block") o.dual_block = std::stoul(next());
+            else if (a == "--no-dual") o.dual_form = false;
             else return usage(argv[0]);
         }
     } catch (const std::exception& e) {

@@ -26,6 +26,7 @@ struct options {
     std::size_t tokens = 0;      // 0: the configuration's T
     std::size_t checkpoint = 0;  // 0: default (every state if it fits in 64 MiB, else about sqrt(T))
     std::size_t dual_block = 0;  // run_options::dual_block (0: the default)
+    bool dual_form = true;       // run_options::dual_form
     int max_runs = 0;            // 0: as many as fit in `seconds`
 };
 
@@ -122,6 +123,7 @@ result run(const std::string& name, std::size_t batch, std::size_t length, std::
     ro.chunk = chunk;
     ro.checkpoint = opt.checkpoint;
     ro.dual_block = opt.dual_block;
+    ro.dual_form = opt.dual_form;
     ro.threads = std::size_t(opt.threads);
     memory_type memory;
     result r;

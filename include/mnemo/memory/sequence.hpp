@@ -48,12 +48,13 @@ struct run_options {
     /// sequential form another way: for tests and ablations).
     bool chunked_form = false;
     /// Runs take the dual form (memory/dual.hpp) where it applies
-    /// (`sequence_memory::has_dual_form`) and a call starts at a chunk boundary (always, in
-    /// the sequential form). False runs the compiled step token by token (for tests and
-    /// ablations).
+    /// (`sequence_memory::has_dual_form`) and a call starts at a chunk boundary (in the
+    /// sequential form: has 4 tokens or more). False runs the compiled step token by token
+    /// (for tests and ablations).
     bool dual_form = true;
     /// Block size of the dual form in tokens, rounded up to a multiple of `chunk`; the result
-    /// does not depend on it (up to rounding). 0 chooses (32).
+    /// does not depend on it (up to rounding). 0 chooses: 32 tokens, or one chunk when
+    /// `chunk` >= 16. Sequential calls of fewer than 4 tokens run token by token.
     std::size_t dual_block = 0;
     /// The sequences of the batch run in parallel on this many threads (at most one per
     /// sequence; the calling thread is one of them); 0 means std::thread::hardware_concurrency().
@@ -584,9 +585,11 @@ private:
         state_type* ia = backward ? &r.initial_adjoints[s] : nullptr;
         if constexpr (has_dual_form) {
             const bool sequential = opt.chunk == 1 && !opt.chunked_form;
-            if (opt.dual_form && (sequential || r.states[s].position % opt.chunk == 0)) {
-                const std::size_t want = opt.dual_block ? opt.dual_block : 32;
-                const std::size_t block = (want + opt.chunk - 1) / opt.chunk * opt.chunk;
+            // A sequential call of a few tokens runs faster token by token (measured: the
+            // block's products cost more than one to three steps).
+            const bool takes_dual = sequential ? L >= 4 : r.states[s].position % opt.chunk == 0;
+            if (opt.dual_form && takes_dual) {
+                const std::size_t block = dual_block(opt);
                 state_type& st = r.states[s];
                 if (backward) {
                     ia->values.resize(state_size);
@@ -609,6 +612,15 @@ private:
                                                                         opt, scale, r.states[s], y, sur, w.loss,
                                                                         backward, fa, &w.grads, ia, w.work);
         if (backward && !initial) add_initial_adjoint(w, r, s);
+    }
+
+    /// The dual form's block in tokens: `dual_block` rounded up to whole chunks; by default 32
+    /// tokens, or one chunk from 16 tokens on (measured fastest on the benchmarks).
+    static std::size_t dual_block(const run_options& opt) {
+        const std::size_t c = opt.chunk;
+        if (opt.dual_block == 0 && c >= 16) return c;
+        const std::size_t want = opt.dual_block ? opt.dual_block : 32;
+        return (want + c - 1) / c * c;
     }
 
     /// The sequence started from M0: the adjoint of its initial memory is M0's gradient.
