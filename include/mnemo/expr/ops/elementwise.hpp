@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "mnemo/detail/exp.hpp"
 #include "mnemo/expr/ops/arithmetic.hpp"
 
 namespace mnemo {
@@ -21,7 +22,7 @@ struct unary_elementwise {
 struct exp_op : unary_elementwise {
     static constexpr std::string_view name = "exp";
     template <class T>
-    static T apply(T a) { return std::exp(a); }
+    static T apply(T a) { return detail::exp_arith(a); }  // vectorises, about 1 ulp
     template <std::size_t I, class Self, class G, class A>
     static constexpr auto vjp([[maybe_unused]] Self self, [[maybe_unused]] G g, A) { return hadamard(g, self); }
 };
@@ -56,10 +57,11 @@ struct sigmoid_op : unary_elementwise {
     static constexpr std::string_view name = "sigmoid";
     template <class T>
     static T apply(T a) {
-        // Stable for large |a|: never exp of a large positive number.
-        if (a >= T(0)) return T(1) / (T(1) + std::exp(-a));
-        const T e = std::exp(a);
-        return e / (T(1) + e);
+        // Stable for large |a|: never exp of a large positive number; without a branch, so
+        // that loops over it vectorise.
+        const T e = detail::exp_arith(-std::abs(a));
+        const T s = T(1) / (T(1) + e);
+        return a >= T(0) ? s : e * s;
     }
     template <std::size_t I, class Self, class G, class A>
     static constexpr auto vjp([[maybe_unused]] Self self, [[maybe_unused]] G g, A) { return hadamard(g, hadamard(self, c<1> - self)); }
