@@ -187,31 +187,15 @@ class dual_kernels {
 
     // A meta-parameter whose per-token gradient is `outer(a, x)` (a projection of the token)
     // is summed over a chunk as one product A^T X: the plan computes only the vector `a`.
+    using rows = detail::batched_rows<std::remove_cvref_t<decltype(feat_phi)>, typename sy::token, Metas>;
     template <class M>
-    using meta_grad = detail::outer_with_token<unwrap_t<decltype(grad(feat_phi, M{}))>, typename sy::token>;
-    template <class M>
-    static constexpr bool batched = meta_grad<M>::value;
-    template <class M>
-    static constexpr auto feat_output() {
-        if constexpr (batched<M>) return typename meta_grad<M>::left{};
-        else return grad(feat_phi, M{});
-    }
+    static constexpr bool batched = rows::template batched<M>;
     template <class... M>
     static auto make_feat_bwd(mnemo::detail::list<M...>) {
-        return compile<T>(feat_output<M>()...);
+        return compile<T>(rows::template output<M>()...);
     }
-    /// Offsets of the batched metas' rows in a chunk's buffer (rows per token: the meta's
-    /// first dimension), and the row width in total.
-    template <class... M>
-    static constexpr auto batched_layout(mnemo::detail::list<M...>) {
-        std::array<std::size_t, sizeof...(M) + 1> off{};
-        std::size_t o = 0, k = 0;
-        ((off[k++] = o, o += batched<M> ? M::shape::dims[0] : 0), ...);
-        off[k] = o;
-        return off;
-    }
-    static constexpr auto layout = batched_layout(Metas{});
-    static constexpr std::size_t batched_width = layout[Metas::size];
+    static constexpr auto layout = rows::offset;
+    static constexpr std::size_t batched_width = rows::width;
 
     // A projection `W * x` of the token by a meta-parameter is computed for the whole
     // sequence as one product X W^T; other features token by token in the plan.
@@ -735,7 +719,7 @@ public:
                 call<Params, Hyper>(m_feat_bwd, src);
                 accumulate(m_feat_bwd, *grads, Ab + t * batched_width, Metas{});
             }
-            add_batched(*grads, Ab, tok + t0 * d, bl, Metas{});
+            rows::add(*grads, Ab, tok + t0 * d, bl, d);
             std::copy_n(dM0, 2 * msz, dM);  // dM, dS
         }
         std::copy_n(dM, 2 * msz, initial_adj);
@@ -779,16 +763,6 @@ private:
             T* dst = grads[M{}].data();
             for (std::size_t k = 0; k < M::shape::size; ++k) dst[k] += src[k];
         }
-    }
-    /// grads[M] += A^T X over the chunk's bl tokens, for each batched M.
-    template <class Params, class... M>
-    static void add_batched(Params& grads, const T* rows, const T* x, std::size_t bl, mnemo::detail::list<M...>) {
-        [&]<std::size_t... J>(std::index_sequence<J...>) {
-            ((batched<M> ? gemm(true, false, M::shape::dims[0], d, bl, T(1), rows + layout[J], batched_width, x, d,
-                                T(1), grads[M{}].data(), d)
-                         : void()),
-             ...);
-        }(std::index_sequence_for<M...>{});
     }
 };
 

@@ -208,26 +208,14 @@ private:
     // A meta-parameter whose per-token gradient is `outer(a, x)` (a projection of the token)
     // gets it summed over the sequence as one product A^T X: the backward step computes only
     // the vector `a` of each token, not the outer product.
+    template <class St>
+    using rows_of = detail::batched_rows<std::remove_cvref_t<decltype(St::phi)>, typename symbols::token, meta_list>;
     template <class St, class M>
-    using meta_grad = detail::outer_with_token<unwrap_t<decltype(grad(St::phi, M{}))>, typename symbols::token>;
-    template <class St, class M>
-    static constexpr bool batched = meta_grad<St, M>::value;
+    static constexpr bool batched = rows_of<St>::template batched<M>;
     template <class St, class M>
     static constexpr auto meta_output() {
-        if constexpr (batched<St, M>) return typename meta_grad<St, M>::left{};
-        else return grad(St::phi, M{});
+        return rows_of<St>::template output<M>();
     }
-    /// Where each batched meta's rows start in a token's row of the buffer, and the width.
-    template <class St, class... M>
-    static constexpr auto batched_layout(mnemo::detail::list<M...>) {
-        std::array<std::size_t, sizeof...(M) + 1> off{};
-        std::size_t o = 0, k = 0;
-        ((off[k++] = o, o += batched<St, M> ? M::shape::dims[0] : 0), ...);
-        off[k] = o;
-        return off;
-    }
-    template <class St>
-    static constexpr auto layout = batched_layout<St>(meta_list{});
 
     template <class St, bool Chunked, class... Metas, std::size_t... I>
     static auto make_backward(mnemo::detail::list<Metas...>, std::index_sequence<I...>) {
@@ -428,7 +416,7 @@ private:
         // the last segment needs none, the forward keeps its states. Every part of the work
         // buffer is written before it is read: it is only grown, never cleared.
         using St = std::conditional_t<Chunked, chunk_step, seq_step>;
-        constexpr std::size_t width = layout<St>[meta_list::size];
+        constexpr std::size_t width = rows_of<St>::width;
         const std::size_t need = backward ? (segments + c + 3) * state_size + len * width : state_size;
         if (work.size() < need) work.resize(need);
         T* checkpoints = work.data();
@@ -515,15 +503,7 @@ private:
         initial_adj->values.assign(adj, adj + state_size);
         initial_adj->position = start_pos;
         // The batched metas: grads[M] += A^T X over the tokens.
-        [&]<std::size_t... J>(std::index_sequence<J...>) {
-            ((batched<St, mnemo::detail::type_at_t<meta_list, J>>
-                  ? mnemo::detail::blas::gemm_acc(
-                        true, false, int(mnemo::detail::type_at_t<meta_list, J>::shape::dims[0]), int(d), int(len),
-                        T(1), rows + layout<St>[J], int(width), tok, int(d), T(1),
-                        (*grads)[mnemo::detail::type_at_t<meta_list, J>{}].data(), int(d))
-                  : void()),
-             ...);
-        }(std::make_index_sequence<meta_list::size>{});
+        rows_of<St>::add(*grads, rows, tok, len, d);
     }
 
     /// Reads the backward plan's outputs: the new adjoint into adj_next (dG accumulated from
@@ -543,7 +523,7 @@ private:
         [&]<std::size_t... J>(std::index_sequence<J...>) {
             ((batched<St, mnemo::detail::type_at_t<meta_list, J>>
                   ? std::copy_n(plan.template data<first_meta + J>(),
-                                mnemo::detail::type_at_t<meta_list, J>::shape::dims[0], row + layout<St>[J])
+                                mnemo::detail::type_at_t<meta_list, J>::shape::dims[0], row + rows_of<St>::offset[J])
                   : (add_output<first_meta + J>(plan, (*grads)[mnemo::detail::type_at_t<meta_list, J>{}].data(),
                                                 mnemo::detail::type_at_t<meta_list, J>::shape::size, true),
                      row)),

@@ -12,6 +12,10 @@
 /// `grad(inner_loss, M)`, so `grad(Phi, W_K)` differentiates it again. The step is a type;
 /// time is a run-time loop over it, never unrolled into types.
 
+#include <array>
+#include <utility>
+
+#include "mnemo/detail/blas.hpp"
 #include "mnemo/expr.hpp"
 #include "mnemo/memory/gates.hpp"
 #include "mnemo/memory/losses.hpp"
@@ -62,6 +66,46 @@ struct outer_with_token : std::false_type {};
 template <class A, class Token>
 struct outer_with_token<node<outer_op, A, Token>, Token> : std::true_type {
     using left = A;
+};
+
+/// The per-token gradients of `Phi` to the meta-parameters `Metas` (a list), with those of
+/// the form `outer(a, x)` batched: a step outputs only `a`, one row per token holds the
+/// `a`s of all batched metas side by side (`offset[J]`, `width` numbers), and `add` sums
+/// them over the tokens as one product `A^T X` per meta.
+template <class Phi, class Token, class Metas>
+struct batched_rows;
+template <class Phi, class Token, class... M>
+struct batched_rows<Phi, Token, mnemo::detail::list<M...>> {
+    template <class X>
+    using grad_of = outer_with_token<unwrap_t<decltype(grad(Phi{}, X{}))>, Token>;
+    template <class X>
+    static constexpr bool batched = grad_of<X>::value;
+    /// What a step computes for meta X: `a` where batched, else the whole gradient.
+    template <class X>
+    static constexpr auto output() {
+        if constexpr (batched<X>) return typename grad_of<X>::left{};
+        else return grad(Phi{}, X{});
+    }
+    static constexpr std::array<std::size_t, sizeof...(M) + 1> offset = [] {
+        std::array<std::size_t, sizeof...(M) + 1> off{};
+        std::size_t o = 0, k = 0;
+        ((off[k++] = o, o += batched<M> ? M::shape::dims[0] : 0), ...);
+        off[k] = o;
+        return off;
+    }();
+    static constexpr std::size_t width = offset[sizeof...(M)];
+    /// grads[M] += A^T X over `count` tokens, for each batched M: rows (count, width), the
+    /// tokens x (count, d).
+    template <class T, class Params>
+    static void add(Params& grads, const T* rows, const T* x, std::size_t count, std::size_t d) {
+        [&]<std::size_t... J>(std::index_sequence<J...>) {
+            ((batched<M> ? mnemo::detail::blas::gemm_acc(true, false, int(M::shape::dims[0]), int(d), int(count), T(1),
+                                                         rows + offset[J], int(width), x, int(d), T(1),
+                                                         grads[M{}].data(), int(d))
+                         : void()),
+             ...);
+        }(std::index_sequence_for<M...>{});
+    }
 };
 
 }  // namespace detail
