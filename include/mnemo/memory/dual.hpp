@@ -24,8 +24,10 @@
 /// and the chunk's end state is two rank-b products: everything is BLAS-3. The backward is
 /// the adjoint of these matrix identities (written once, here), composed with the symbolic
 /// derivatives of the per-token parts (projections, gates, coefficients, inner and outer
-/// losses), which the library derives and compiles like every other step. Where a fact does
-/// not hold (an MLP memory, a normalising rule), the plain chunked form runs instead.
+/// losses), which the library derives and compiles like every other step. The same holds
+/// in blocks of several chunks, and so for the sequential form (chunk 1), with each token's
+/// prediction by forward substitution over its block (see `run_sequence`). Where a fact does
+/// not hold (an MLP memory, a normalising rule), the compiled step runs token by token.
 
 #include <algorithm>
 #include <array>
@@ -150,7 +152,7 @@ struct analysis {
 
 }  // namespace dual_detail
 
-/// Whether chunked runs of the memory `Spec` can take the dual form (see the design note);
+/// Whether runs of the memory `Spec` can take the dual form (see the design note);
 /// cheap to ask: only the facts are instantiated, not the memory's steps.
 template <class Spec>
 inline constexpr bool has_dual_form_v = dual_detail::analysis<Spec, typename Spec::gates::fixed>::value;
@@ -355,7 +357,7 @@ public:
                 t1 = last_chunk;
             t0 = t1;
         }
-        const std::size_t nch = m_blocks.size(), bb = b * b;
+        const std::size_t nblocks = m_blocks.size(), bb = b * b;
         m_blocks.push_back(len);
         // Per-token quantities of the sequence.
         carve sq;
@@ -384,7 +386,7 @@ public:
         T *al = ch + cAl, *be = ch + cBe, *ep = ch + cEp, *Ga = ch + cGa, *Ph = ch + cPh, *W = ch + cW, *KQ = ch + cKQ,
           *T12 = ch + cT12, *Kf = ch + cKf;
         if (backward)
-            m_starts.resize(nch * 2 * msz);
+            m_starts.resize(nblocks * 2 * msz);
 
         T* M = state;  // M, S contiguous: [M; S] is one (2 dout, di) matrix
         T* S = state + msz;
@@ -419,7 +421,7 @@ public:
             std::copy_n(Q + t0 * di, bl * di, KQ + bl * di);
         };
 
-        for (std::size_t c = 0; c < nch; ++c) {
+        for (std::size_t c = 0; c < nblocks; ++c) {
             const std::size_t t0 = m_blocks[c], bl = m_blocks[c + 1] - t0;
             if (backward)
                 std::copy_n(state, 2 * msz, m_starts.data() + c * 2 * msz);
@@ -524,7 +526,7 @@ public:
             std::copy_n(final_adj, 2 * msz, dM);
         else
             std::fill_n(dM, 2 * msz, T(0));
-        for (std::size_t c = nch; c-- > 0;) {
+        for (std::size_t c = nblocks; c-- > 0;) {
             const std::size_t t0 = m_blocks[c], bl = m_blocks[c + 1] - t0, L = bl - 1;
             const T* M0 = m_starts.data() + c * 2 * msz;  // [M0; S0]
             const T *Vc = V + t0 * dout, *Pc = P + t0 * dout, *Uc = U + t0 * dout, *dYc = dY + t0 * dout;
@@ -555,7 +557,7 @@ public:
                 dbe[L] += dot(dM, M0 + msz, msz);
                 dep[L] += dot(dS, M0 + msz, msz);
             }
-            if (c + 1 == nch && final_adj && write_g) {
+            if (c + 1 == nblocks && final_adj && write_g) {
                 // G of the state after the last chunk is this chunk's start memory.
                 for (std::size_t k = 0; k < msz; ++k)
                     dM0[k] += final_adj[2 * msz + k];

@@ -99,8 +99,8 @@ public:
     using hyperparameters_type = hyperparameters<T, fixed>;
     using state_type = memory_state<T>;
 
-    /// Whether chunked runs of this memory can take the dual form (read off the expressions
-    /// at compile time: memory/dual.hpp).
+    /// Whether runs of this memory can take the dual form (read off the expressions at
+    /// compile time: memory/dual.hpp).
     static constexpr bool has_dual_form = has_dual_form_v<Spec>;
 
     /// Sizes and offsets of the tensors in a state: M[0..n), S[0..n), G[0..n).
@@ -576,7 +576,8 @@ private:
                     ia->position = st.position;
                 }
                 w.dual.kernels.run_sequence(p, h, tok, tgt, L, opt.chunk, block, !sequential, scale,
-                                            st.values.data(), y, sur, w.loss, backward, fa ? fa->values.data() : nullptr, &w.grads,
+                                            st.values.data(), y, sur, w.loss, backward,
+                                            fa ? fa->values.data() : nullptr, &w.grads,
                                             backward ? ia->values.data() : nullptr);
                 st.position += L;
                 if (backward && !initial) add_initial_adjoint(w, r, s);
