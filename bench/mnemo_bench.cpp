@@ -41,14 +41,31 @@ int main(int argc, char** argv) {
                 if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
                 return argv[++i];
             };
+            // A number, whole: "12x" or "abc" is an error naming the option.
+            auto number = [&](auto convert) {
+                const std::string v = next();
+                std::size_t used = 0;
+                try {
+                    const auto x = convert(v, &used);
+                    if (used == v.size()) return x;
+                } catch (const std::exception&) {
+                }
+                throw std::invalid_argument(a + " takes a number, not '" + v + "'");
+            };
+            auto to_int = [](const std::string& v, std::size_t* u) { return std::stoi(v, u); };
+            auto to_size = [](const std::string& v, std::size_t* u) {
+                if (v.find('-') != std::string::npos) throw std::invalid_argument(v);
+                return std::size_t(std::stoul(v, u));
+            };
+            auto to_double = [](const std::string& v, std::size_t* u) { return std::stod(v, u); };
             if (a == "--config") o.config = next();
-            else if (a == "--threads") o.threads = std::stoi(next());
+            else if (a == "--threads") o.threads = number(to_int);
             else if (a == "--json") json = true;
-            else if (a == "--seconds") o.seconds = std::stod(next());
-            else if (a == "--tokens") o.tokens = std::stoul(next());
-            else if (a == "--checkpoint") o.checkpoint = std::stoul(next());
-            else if (a == "--runs") o.max_runs = std::stoi(next());
-            else if (a == "--dual-block") o.dual_block = std::stoul(next());
+            else if (a == "--seconds") o.seconds = number(to_double);
+            else if (a == "--tokens") o.tokens = number(to_size);
+            else if (a == "--checkpoint") o.checkpoint = number(to_size);
+            else if (a == "--runs") o.max_runs = number(to_int);
+            else if (a == "--dual-block") o.dual_block = number(to_size);
             else if (a == "--no-dual") o.dual_form = false;
             else return usage(argv[0]);
         }
