@@ -435,7 +435,14 @@ public:
             T* Aq = Ak + bl * 2 * dout;   // rows of Q [M0; S0]^T
             T* KK = KQK + t0 * 2 * b;     // K K^T (bl, bl)
             T* QK = KK + bl * bl;         // Q K^T (bl, bl)
-            gemm(false, true, 2 * bl, 2 * dout, di, T(1), KQ, di, M, di, T(0), Ak, 2 * dout);
+            if (bl <= chunk) {
+                // One chunk: every token's inner gradient is taken at M0, so K S0^T is not
+                // needed (nor read: the right half of Ak's rows stays as it is).
+                gemm(false, true, bl, dout, di, T(1), KQ, di, M, di, T(0), Ak, 2 * dout);
+                gemm(false, true, bl, 2 * dout, di, T(1), KQ + bl * di, di, M, di, T(0), Aq, 2 * dout);
+            } else {
+                gemm(false, true, 2 * bl, 2 * dout, di, T(1), KQ, di, M, di, T(0), Ak, 2 * dout);
+            }
             gemm(false, true, 2 * bl, bl, di, T(1), KQ, di, KQ, di, T(0), KK, bl);
             // Inner gradients: pred_t by substitution (see above).
             for (std::size_t t = 0; t < bl; ++t) {
@@ -671,8 +678,18 @@ public:
             gemm(false, false, bl, di, 2 * bl, T(1), E, 2 * bl, KQ, di, T(1), dK, di);
             gemm(false, false, bl, di, bl, T(1), dQK, bl, KQ, di, T(0), dQ, di);
             // [dK; dQ] += [dAk; dAq] [M0; S0],  [dM0; dS0] += [dAk; dAq]^T [K; Q].
-            gemm(false, false, 2 * bl, di, 2 * dout, T(1), dA, 2 * dout, M0, di, T(1), dKQ, di);
-            gemm(true, false, 2 * dout, di, 2 * bl, T(1), dA, 2 * dout, KQ, di, T(1), dM0, di);
+            if (bl <= chunk) {
+                // One chunk: the right half of dAk (the adjoint of K S0^T) is zero; its
+                // products are skipped. dK += dAk_M M0, dQ += dAq [M0; S0],
+                // dM0 += [dAk_M; dAq_M]^T [K; Q], dS0 += dAq_S^T Q.
+                gemm(false, false, bl, di, dout, T(1), dAk, 2 * dout, M0, di, T(1), dK, di);
+                gemm(false, false, bl, di, 2 * dout, T(1), dAq, 2 * dout, M0, di, T(1), dQ, di);
+                gemm(true, false, dout, di, 2 * bl, T(1), dA, 2 * dout, KQ, di, T(1), dM0, di);
+                gemm(true, false, dout, di, bl, T(1), dAq + dout, 2 * dout, KQ + bl * di, di, T(1), dS0, di);
+            } else {
+                gemm(false, false, 2 * bl, di, 2 * dout, T(1), dA, 2 * dout, M0, di, T(1), dKQ, di);
+                gemm(true, false, 2 * dout, di, 2 * bl, T(1), dA, 2 * dout, KQ, di, T(1), dM0, di);
+            }
             if constexpr (FirstOrder)
                 std::fill_n(dK, bl * di, T(0));
 
