@@ -190,13 +190,10 @@ class dual_kernels {
     // A meta-parameter whose per-token gradient is `outer(a, x)` (a projection of the token)
     // is summed over a chunk as one product A^T X: the plan computes only the vector `a`.
     using rows = detail::batched_rows<std::remove_cvref_t<decltype(feat_phi)>, typename sy::token, Metas>;
-    template <class M>
-    static constexpr bool batched = rows::template batched<M>;
     template <class... M>
     static auto make_feat_bwd(mnemo::detail::list<M...>) {
         return compile<T>(rows::template output<M>()...);
     }
-    static constexpr auto layout = rows::offset;
     static constexpr std::size_t batched_width = rows::width;
 
     // A projection `W * x` of the token by a meta-parameter is computed for the whole
@@ -736,7 +733,7 @@ public:
                 src.dq = dQ + t * di;
                 src.dcoef = dcoef + 5 * t;
                 call<Params, Hyper>(m_feat_bwd, src);
-                accumulate(m_feat_bwd, *grads, Ab + t * batched_width, Metas{});
+                rows::template collect<0>(m_feat_bwd, *grads, Ab + t * batched_width);
             }
             rows::add(*grads, Ab, tok + t0 * d, bl, d);
             std::copy_n(dM0, 2 * msz, dM);  // dM, dS
@@ -766,22 +763,6 @@ private:
         call<Params, Hyper>(m_inner_bwd, src);
         std::copy_n(m_inner_bwd.template data<0>(), dout, dP + t * dout);
         std::copy_n(m_inner_bwd.template data<1>(), dout, dV + t * dout);
-    }
-    template <class Plan, class Params, class... M>
-    static void accumulate(const Plan& plan, Params& grads, T* rows, mnemo::detail::list<M...>) {
-        [&]<std::size_t... J>(std::index_sequence<J...>) {
-            (add<J, M>(plan, grads, rows), ...);
-        }(std::index_sequence_for<M...>{});
-    }
-    template <std::size_t J, class M, class Plan, class Params>
-    static void add(const Plan& plan, Params& grads, T* rows) {
-        const T* src = plan.template data<J>();
-        if constexpr (batched<M>) {
-            std::copy_n(src, M::shape::dims[0], rows + layout[J]);
-        } else {
-            T* dst = grads[M{}].data();
-            for (std::size_t k = 0; k < M::shape::size; ++k) dst[k] += src[k];
-        }
     }
 };
 

@@ -211,8 +211,6 @@ private:
     template <class St>
     using rows_of = detail::batched_rows<std::remove_cvref_t<decltype(St::phi)>, typename symbols::token, meta_list>;
     template <class St, class M>
-    static constexpr bool batched = rows_of<St>::template batched<M>;
-    template <class St, class M>
     static constexpr auto meta_output() {
         return rows_of<St>::template output<M>();
     }
@@ -510,39 +508,21 @@ private:
     /// adj), the meta-gradient contributions into grads.
     template <bool Chunked, class Plan>
     static void backward_token(const Plan& plan, const T* adj, T* adj_next, parameters_type* grads, T* row) {
-        // dM and dS are in adj_next already (call_into).
-        [&]<std::size_t... I>(std::index_sequence<I...>) {
-            if constexpr (Chunked) {
-                ((std::copy_n(adj + offset(2, I), sizes[I], adj_next + offset(2, I)),
-                  add_output<2 * n + I>(plan, adj_next + offset(2, I), sizes[I], true)),
-                 ...);
-            }
-        }(std::make_index_sequence<n>{});
-        constexpr std::size_t first_meta = Chunked ? 3 * n : 2 * n;
-        using St = std::conditional_t<Chunked, chunk_step, seq_step>;
-        [&]<std::size_t... J>(std::index_sequence<J...>) {
-            ((batched<St, mnemo::detail::type_at_t<meta_list, J>>
-                  ? std::copy_n(plan.template data<first_meta + J>(),
-                                mnemo::detail::type_at_t<meta_list, J>::shape::dims[0], row + rows_of<St>::offset[J])
-                  : (add_output<first_meta + J>(plan, (*grads)[mnemo::detail::type_at_t<meta_list, J>{}].data(),
-                                                mnemo::detail::type_at_t<meta_list, J>::shape::size, true),
-                     row)),
-             ...);
-        }(std::make_index_sequence<meta_list::size>{});
-    }
-
-    template <std::size_t J, class Plan>
-    static void add_output(const Plan& plan, T* dst, std::size_t count, bool accumulate) {
-        using S = typename mnemo::detail::type_at_t<typename Plan::graph::order, Plan::graph::outputs[J]>::shape;
-        if constexpr (S::rank == 0) {
-            const T v = *plan.template data<J>();
-            dst[0] = accumulate ? dst[0] + v : v;
-        } else {
-            const T* src = plan.template data<J>();
-            if (accumulate)
-                for (std::size_t k = 0; k < count; ++k) dst[k] += src[k];
-            else std::copy_n(src, count, dst);
+        // dM and dS are in adj_next already (call_into); dG_next = dG + this token's part.
+        if constexpr (Chunked) {
+            [&]<std::size_t... I>(std::index_sequence<I...>) {
+                (
+                    [&] {
+                        const T* g = plan.template data<2 * n + I>();
+                        const T* a = adj + offset(2, I);
+                        T* o = adj_next + offset(2, I);
+                        for (std::size_t k = 0; k < sizes[I]; ++k) o[k] = a[k] + g[k];
+                    }(),
+                    ...);
+            }(std::make_index_sequence<n>{});
         }
+        using St = std::conditional_t<Chunked, chunk_step, seq_step>;
+        rows_of<St>::template collect<Chunked ? 3 * n : 2 * n>(plan, *grads, row);
     }
 
     /// One sequence s of a batch, on worker w: starts from its initial state, runs the

@@ -12,6 +12,7 @@
 /// `grad(inner_loss, M)`, so `grad(Phi, W_K)` differentiates it again. The step is a type;
 /// time is a run-time loop over it, never unrolled into types.
 
+#include <algorithm>
 #include <array>
 #include <utility>
 
@@ -94,6 +95,24 @@ struct batched_rows<Phi, Token, mnemo::detail::list<M...>> {
         return off;
     }();
     static constexpr std::size_t width = offset[sizeof...(M)];
+    /// One token's meta outputs of `plan`, from its result `First` on (in the order of M):
+    /// a batched meta's `a` copied into the token's `row`, any other gradient added to grads.
+    template <std::size_t First, class Plan, class Params, class T>
+    static void collect(const Plan& plan, Params& grads, T* row) {
+        [&]<std::size_t... J>(std::index_sequence<J...>) {
+            (
+                [&] {
+                    const T* src = plan.template data<First + J>();
+                    if constexpr (batched<M>) {
+                        std::copy_n(src, M::shape::dims[0], row + offset[J]);
+                    } else {
+                        T* dst = grads[M{}].data();
+                        for (std::size_t k = 0; k < M::shape::size; ++k) dst[k] += src[k];
+                    }
+                }(),
+                ...);
+        }(std::index_sequence_for<M...>{});
+    }
     /// grads[M] += A^T X over `count` tokens, for each batched M: rows (count, width), the
     /// tokens x (count, d).
     template <class T, class Params>
