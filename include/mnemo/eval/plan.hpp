@@ -245,8 +245,7 @@ public:
     template <class... Bs>
     void run(const Bs&... bs) {
         bind_all(typename graph::symbols{}, bs...);
-        static constexpr auto steps = detail::make_steps<T, graph>(std::make_index_sequence<graph::facts.steps>{});
-        for (auto step : steps) step(m_ctx);
+        execute();
     }
 
     /// Pointers to the data of the symbols, in the order of `graph::symbols` (a scalar's
@@ -259,8 +258,7 @@ public:
     void run_unchecked(const pointers& p) {
         m_ctx.arena = m_arena.data();
         for (std::size_t k = 0; k < p.size(); ++k) m_ctx.sym[k] = p[k];
-        static constexpr auto steps = detail::make_steps<T, graph>(std::make_index_sequence<graph::facts.steps>{});
-        for (auto step : steps) step(m_ctx);
+        execute();
     }
 
     /// Places for the results, in the order of the outputs (null: the plan's arena).
@@ -302,6 +300,25 @@ public:
     }
 
 private:
+    /// Schedules of at most this many steps run as one function, the steps written out in
+    /// it (the compiler may inline them); longer ones call each step through a table.
+    static constexpr std::size_t inline_steps = 64;
+
+    /// Runs the schedule. Written out, the small per-token plans pay no call per step;
+    /// the table keeps the compile time and compiler memory of long schedules (an MLP
+    /// memory's step) in bounds.
+    void execute() {
+        if constexpr (graph::facts.steps <= inline_steps) {
+            [this]<std::size_t... K>(std::index_sequence<K...>) {
+                (detail::run_step<T, graph, graph::steps[K]>(m_ctx), ...);
+            }(std::make_index_sequence<graph::facts.steps>{});
+        } else {
+            static constexpr auto steps =
+                detail::make_steps<T, graph>(std::make_index_sequence<graph::facts.steps>{});
+            for (auto step : steps) step(m_ctx);
+        }
+    }
+
     template <std::size_t I>
     void copy_repeat(const destinations& out) {
         constexpr std::size_t j = graph::outputs[I];
