@@ -62,6 +62,8 @@ md = ["# Compile cost", "",
       f"Units measured: source paths matching `{pattern}`.", "",
       f"Compiler: {compiler}. Machine: {os.cpu_count()} cores. Date: "
       f"{datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.", "",
+      "Units under `tests/compile_fail/` are meant not to compile: they check the library's",
+      "compile-time errors, so \"failed\" is their expected result.", "",
       "| translation unit | wall (s) | user (s) | peak memory (GB) |", "|---|---|---|---|"]
 for name, wall, user, gb, rc in sorted(rows, key=lambda r: -r[1]):
     md.append(f"| `{name}` | {wall:.1f} | {user:.1f} | {gb:.2f} |" + ("" if rc == 0 else " failed |"))
