@@ -2,7 +2,7 @@
 // by forward and by meta_gradient: tokens or targets of the wrong width,
 // different numbers of token and target sequences, a token/target length mismatch, empty
 // sequences, NaN or infinity in a token or a target (the message names the sequence and
-// the token index), the wrong number of initial states or final adjoints, a state of the
+// the token index; also past the check's last full group of 16 entries), the wrong number of initial states or final adjoints, a state of the
 // wrong size or with a non-finite entry, chunk size 0; multi-head: the wrong number of
 // parameter sets, targets of the wrong width, a NaN in one head's targets. After every
 // rejected call the same memory object still computes exactly what a fresh object computes.
@@ -184,4 +184,32 @@ TEST_CASE("multi-head memory: wrong number of parameter sets, targets of the wro
     const auto r2 = fresh_heads.meta_gradient(two, f.p.hyper, f.tokens, targets16, f.opt);
     CHECK(r.loss == r2.loss);
     CHECK(flat(r.outputs) == flat(r2.outputs));
+}
+
+TEST_CASE("a non-finite entry after the input check's last full group of 16 entries is found too") {
+    // One sequence of 7 tokens of width 8: 56 entries, of which the last 8 lie outside the
+    // check's groups of 16. The good input runs; a NaN or an infinity among those 8, in the
+    // tokens or the targets, is rejected with its place.
+    fixture f;
+    memory_t memory;
+    const auto fresh = f.fresh();
+    const auto tok = det_batch(1, 7, 8, 4.5, 1.0);
+    const auto tgt = det_batch(1, 7, 8, 8.5, 1.0);
+    CHECK_NOTHROW(memory.meta_gradient(f.p.params, f.p.hyper, tok, tgt, f.opt));
+    for (bool in_targets : {false, true})
+        for (double v : {std::nan(""), inf, -inf}) {
+            CAPTURE(in_targets);
+            CAPTURE(v);
+            auto t = tok;
+            auto g = tgt;
+            (in_targets ? g : t)(0, 6, 7 - std::size_t(in_targets)) = v;
+            expect_rejected(
+                f, memory, fresh,
+                [&](memory_t& m, bool forward) {
+                    if (forward) m.forward(f.p.params, f.p.hyper, t, g, f.opt);
+                    else m.meta_gradient(f.p.params, f.p.hyper, t, g, f.opt);
+                },
+                {in_targets ? "target of sequence 0, token 6, feature 6" : "token of sequence 0, token 6, feature 7",
+                 "not finite"});
+        }
 }
