@@ -2,8 +2,9 @@
 // by forward and by meta_gradient: tokens or targets of the wrong width,
 // different numbers of token and target sequences, a token/target length mismatch, empty
 // sequences, NaN or infinity in a token or a target (the message names the sequence and
-// the token index; also past the check's last full group of 16 entries), the wrong number of initial states or final adjoints, a state of the
-// wrong size or with a non-finite entry, chunk size 0; multi-head: the wrong number of
+// the token index; also past the check's last full group of 16 entries), the wrong number
+// of initial states or final adjoints, a state of the wrong size or with a non-finite
+// entry, chunk size 0; multi-head: the wrong number of
 // parameter sets, targets of the wrong width, a NaN in one head's targets. After every
 // rejected call the same memory object still computes exactly what a fresh object computes.
 // One memory type: linear memory, data gates, d = 8 (seq_gated's), double.

@@ -318,16 +318,6 @@ class dual_kernels {
     static T dot(const T* a, const T* b, std::size_t n) { return mnemo::detail::blas::dot(a, b, n); }
     static void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a,
                      std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc) {
-        // A B^T with a few rows of A and many of B goes in slices of 64 rows of B: OpenBLAS
-        // 0.3.21's small-matrix kernel for this form slows down past 64 (AVX-512 kernels,
-        // float: 16x128x64 in 3.1 us, as two 16x64x64 in 2.1 us; the AVX2 kernels take the
-        // same time either way).
-        if (!ta && tb && m <= 16 && n > 64) {
-            for (std::size_t j = 0; j < n; j += 64)
-                mnemo::detail::blas::gemm_acc(false, true, int(m), int(std::min<std::size_t>(64, n - j)), int(k),
-                                              alpha, a, int(lda), b + j * ldb, int(ldb), beta, c + j, int(ldc));
-            return;
-        }
         mnemo::detail::blas::gemm_acc(ta, tb, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c,
                                       int(ldc));
     }
