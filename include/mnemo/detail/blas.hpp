@@ -4,6 +4,7 @@
 
 #include <cstddef>
 
+#include "mnemo/detail/lanes.hpp"
 #include "mnemo/detail/xtensor.hpp"
 
 namespace mnemo::detail::blas {
@@ -63,8 +64,8 @@ constexpr bool use_small_gemv(bool transposed, std::size_t m, std::size_t k) {
 }
 
 /// y = op(A) x for a matrix of compile-time size: stored A is (M, K), or (K, M) when `ta`.
-/// Non-transposed: one dot product per row with 16 independent partial sums (vectorised
-/// without reassociating), combined pairwise; transposed: y accumulates x_j times row j.
+/// Non-transposed: one dot product per row in independent lanes (lanes.hpp); transposed:
+/// y accumulates x_j times row j.
 template <int M, int K, class T>
 inline void small_gemv(bool ta, const T* __restrict a, const T* __restrict x, T* __restrict y) {
     if (ta) {
@@ -75,34 +76,19 @@ inline void small_gemv(bool ta, const T* __restrict a, const T* __restrict x, T*
             for (int i = 0; i < M; ++i) y[i] += xj * r[i];
         }
     } else {
-        constexpr int L = 16, K16 = K / L * L;
         for (int i = 0; i < M; ++i) {
             const T* __restrict r = a + i * K;
-            T acc[L] = {};
-            for (int j = 0; j < K16; j += L)
-                for (int l = 0; l < L; ++l) acc[l] += r[j + l] * x[j + l];
-            T tail = T(0);
-            for (int j = K16; j < K; ++j) tail += r[j] * x[j];
-            for (int w = L / 2; w > 0; w /= 2)
-                for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
-            y[i] = acc[0] + tail;
+            T acc[16] = {};  // rows are short: 16 lanes (lanes.hpp)
+            add_to_lanes(acc, K, [&](std::size_t j) { return r[j] * x[j]; });
+            y[i] = fold_lanes(acc);
         }
     }
 }
 
-/// sum_k a[k] b[k] in 16 independent lanes: a reduction the compiler vectorises without
-/// reassociating (a single accumulator is bound by the add's latency).
+/// sum_k a[k] b[k], in independent lanes (lanes.hpp).
 template <class T>
 inline T dot(const T* __restrict a, const T* __restrict b, std::size_t n) {
-    constexpr std::size_t W = 16;
-    T acc[W] = {};
-    const std::size_t full = n / W, rest = n % W;
-    for (std::size_t k = 0; k < full; ++k)
-        for (std::size_t l = 0; l < W; ++l) acc[l] += a[k * W + l] * b[k * W + l];
-    for (std::size_t l = 0; l < rest; ++l) acc[l] += a[full * W + l] * b[full * W + l];
-    T s = 0;
-    for (std::size_t l = 0; l < W; ++l) s += acc[l];
-    return s;
+    return lane_sum<T>(n, [&](std::size_t k) { return a[k] * b[k]; });
 }
 
 }  // namespace mnemo::detail::blas

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "mnemo/detail/blas.hpp"
+#include "mnemo/detail/lanes.hpp"
 #include "mnemo/eval/bind.hpp"
 #include "mnemo/eval/graph.hpp"
 
@@ -147,25 +148,15 @@ void run_step(context<T, G>& ctx) {
         for (std::size_t i = 0; i < n; ++i) out[i] = compute<T, G, J>(ctx, i);
     } else if constexpr (G::kind[J] == node_kind::reduce_sum &&
                          type_at_t<typename G::order, ch[0]>::shape::rank == 2) {
+        // Lanes over the columns (lanes.hpp): a vectorised sum, not one bound by the add's latency.
         using S = typename type_at_t<typename G::order, ch[0]>::shape;
-        constexpr std::size_t rows = S::dims[0], cols = S::dims[1], c4 = cols / 4 * 4;
-        T acc[4] = {T(0), T(0), T(0), T(0)};
-        for (std::size_t r = 0; r < rows; ++r) {
-            for (std::size_t c = 0; c < c4; c += 4)
-                for (std::size_t k = 0; k < 4; ++k) acc[k] += value2<T, G, ch[0], cols>(ctx, r, c + k);
-            if constexpr (c4 < cols)
-                for (std::size_t c = c4; c < cols; ++c) acc[0] += value2<T, G, ch[0], cols>(ctx, r, c);
-        }
-        out[0] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        constexpr std::size_t rows = S::dims[0], cols = S::dims[1];
+        T acc[lanes_for(rows * cols)] = {};
+        for (std::size_t r = 0; r < rows; ++r)
+            add_to_lanes(acc, cols, [&](std::size_t c) { return value2<T, G, ch[0], cols>(ctx, r, c); });
+        out[0] = fold_lanes(acc);
     } else if constexpr (G::kind[J] == node_kind::reduce_sum) {
-        constexpr std::size_t m = G::size[ch[0]];
-        constexpr std::size_t m4 = m / 4 * 4;
-        T acc[4] = {T(0), T(0), T(0), T(0)};  // four accumulators: a vectorisable reduction
-        for (std::size_t i = 0; i < m4; i += 4)
-            for (std::size_t k = 0; k < 4; ++k) acc[k] += value<T, G, ch[0]>(ctx, i + k);
-        if constexpr (m4 < m)
-            for (std::size_t i = m4; i < m; ++i) acc[0] += value<T, G, ch[0]>(ctx, i);
-        out[0] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        out[0] = lane_sum<T, lanes_for(G::size[ch[0]])>(G::size[ch[0]], [&](std::size_t i) { return value<T, G, ch[0]>(ctx, i); });
     } else if constexpr (G::kind[J] == node_kind::outer) {
         const T* u = pointer<T, G, ch[0]>(ctx);
         const T* v = pointer<T, G, ch[1]>(ctx);

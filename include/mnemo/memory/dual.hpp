@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "mnemo/detail/blas.hpp"
+#include "mnemo/detail/lanes.hpp"
 #include "mnemo/eval.hpp"
 #include "mnemo/memory/step.hpp"
 
@@ -753,11 +754,11 @@ private:
     };
     /// The adjoint through a block's end state M' = a M + b S + T1, S' = e S + T2, in one
     /// pass: [dM0; dS0] = [a dM; b dM + e dS] and sums = (dM . M, dM . S, dS . S), given
-    /// [dM; dS] and [M; S] (each two matrices of n). Each sum in 32 independent lanes, so
-    /// the loop is bound by its loads, not by the latency of one accumulator.
+    /// [dM; dS] and [M; S] (each two matrices of n). Each sum in independent lanes
+    /// (detail/lanes.hpp), so the loop is bound by its loads, not by the add's latency.
     static void end_adjoint(const T* __restrict dMS, const T* __restrict MS, std::size_t n, T a, T b, T e,
                             T* __restrict out, T* sums) {
-        constexpr std::size_t W = 32;
+        constexpr std::size_t W = mnemo::detail::sum_lanes;
         const T *dM = dMS, *dS = dMS + n, *M = MS, *S = MS + n;
         T *dM0 = out, *dS0 = out + n;
         T am[W] = {}, bm[W] = {}, es[W] = {};
@@ -778,15 +779,9 @@ private:
             bm[0] += dM[k] * S[k];
             es[0] += dS[k] * S[k];
         }
-        for (std::size_t w = W / 2; w > 0; w /= 2)
-            for (std::size_t l = 0; l < w; ++l) {
-                am[l] += am[l + w];
-                bm[l] += bm[l + w];
-                es[l] += es[l + w];
-            }
-        sums[0] = am[0];
-        sums[1] = bm[0];
-        sums[2] = es[0];
+        sums[0] = mnemo::detail::fold_lanes(am);
+        sums[1] = mnemo::detail::fold_lanes(bm);
+        sums[2] = mnemo::detail::fold_lanes(es);
     }
     /// dP_t, dV_t: the inner gradient's backward at token t, given the adjoint `du` of u_t.
     template <class Params, class Hyper>

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "mnemo/detail/lanes.hpp"
 #include "mnemo/eval.hpp"
 #include "mnemo/memory/params.hpp"
 #include "mnemo/memory/dual.hpp"
@@ -346,18 +347,11 @@ private:
     static void check_finite(const xt::xtensor<T, 3>& a, const char* what) {
         const std::size_t L = a.shape()[1], W = a.shape()[2], n = a.size();
         // One flat pass; the place only when something is not finite. x * 0 is 0 for a
-        // finite x and NaN for an infinite or NaN one, so 16 running sums of it are all zero
-        // exactly when every entry is finite: a loop the compiler vectorises (a test per
+        // finite x and NaN for an infinite or NaN one, so its sum (in lanes, lanes.hpp) is
+        // zero exactly when every entry is finite: a loop the compiler vectorises (a test per
         // entry does not), so checking the inputs costs little next to the step.
         const T* x = a.data();
-        constexpr std::size_t lanes = 16;
-        T acc[lanes] = {};
-        const std::size_t full = n / lanes * lanes;
-        for (std::size_t k = 0; k < full; k += lanes)
-            for (std::size_t l = 0; l < lanes; ++l) acc[l] += x[k + l] * T(0);
-        for (std::size_t k = full; k < n; ++k) acc[0] += x[k] * T(0);
-        bool finite = true;
-        for (std::size_t l = 0; l < lanes; ++l) finite &= acc[l] == T(0);
+        const bool finite = mnemo::detail::lane_sum<T>(n, [&](std::size_t k) { return x[k] * T(0); }) == T(0);
         if (finite) return;
         for (std::size_t k = 0; k < n; ++k)
             if (!std::isfinite(x[k]))
