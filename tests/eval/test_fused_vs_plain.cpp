@@ -262,3 +262,24 @@ TEST_CASE("a plan output that is a leaf (a symbol or a constant) is its value") 
     CHECK(two == 2.0);
     CHECK(s2 == 2.25);
 }
+
+TEST_CASE("a negation used twice is computed in each consumer's loop, not stored") {
+    auto ds = make_titans_data(0.0);
+    using mnemo::hadamard;
+    // -M (of a leaf) has two elementwise consumers: not stored, and both results right.
+    const auto e1 = mnemo::sum(hadamard(-M, K));
+    const auto e2 = hadamard(-M, V) + Q;
+    auto p = mnemo::compile<double>(e1, e2);
+    CHECK(plan_vs_reference(p, ds, e1, e2) <= 1e-12);
+    using G = decltype(p)::graph;
+    CHECK_FALSE(G::facts.materialised[mnemo::detail::index_of_v<G::order, std::remove_cvref_t<decltype(-M)>>]);
+
+    // The negation of an unstored chain is stored: recomputing it would repeat the chain.
+    const auto n = -hadamard(M, K);
+    const auto f1 = mnemo::sum(hadamard(n, V));
+    const auto f2 = hadamard(n, Q);
+    auto q = mnemo::compile<double>(f1, f2);
+    CHECK(plan_vs_reference(q, ds, f1, f2) <= 1e-12);
+    using H = decltype(q)::graph;
+    CHECK(H::facts.materialised[mnemo::detail::index_of_v<H::order, std::remove_cvref_t<decltype(n)>>]);
+}

@@ -68,9 +68,11 @@ constexpr bool use_small_gemv(bool transposed, std::size_t m, std::size_t k) {
 /// y accumulates x_j times row j.
 template <int M, int K, class T>
 inline void small_gemv(bool ta, const T* __restrict a, const T* __restrict x, T* __restrict y) {
+    static_assert(M > 0 && K > 0, "mnemo internal: small_gemv of an empty matrix.");
     if (ta) {
-        for (int i = 0; i < M; ++i) y[i] = T(0);
-        for (int j = 0; j < K; ++j) {
+        // y starts as x_0 times row 0 (no pass to clear it first).
+        for (int i = 0; i < M; ++i) y[i] = x[0] * a[i];
+        for (int j = 1; j < K; ++j) {
             const T xj = x[j];
             const T* __restrict r = a + j * M;
             for (int i = 0; i < M; ++i) y[i] += xj * r[i];

@@ -33,6 +33,14 @@ struct kind_of<node<Op, A...>> {
 
 inline constexpr std::size_t no_child = static_cast<std::size_t>(-1);
 
+/// Whether a node costs so little (a negation) that each of its consumers computes it
+/// again from its stored child, rather than storing it: a stored tensor is one more pass
+/// over memory, written and read back.
+template <class E>
+inline constexpr bool recomputed_v = false;
+template <class A>
+inline constexpr bool recomputed_v<node<neg_op, A>> = true;
+
 template <class Order, class E>
 struct child_indices {
     static constexpr std::array<std::size_t, 2> value{no_child, no_child};
@@ -60,6 +68,7 @@ struct graph<list<Ns...>, list<Outs...>> {
     static constexpr std::array<node_kind, n> kind{kind_of<Ns>::value...};
     static constexpr std::array<std::array<std::size_t, 2>, n> child{child_indices<order, Ns>::value...};
     static constexpr std::array<std::size_t, n> size{Ns::shape::size...};
+    static constexpr std::array<bool, n> recomputed{recomputed_v<Ns>...};
     static constexpr std::array<std::size_t, sizeof...(Outs)> outputs{index_of_v<order, Outs>...};
 
     struct info {
@@ -94,11 +103,16 @@ struct graph<list<Ns...>, list<Outs...>> {
             switch (kind[j]) {
                 case node_kind::symbol:
                 case node_kind::constant: m = r.is_output[j]; break;
-                case node_kind::elementwise:
-                    // A scalar feeding a tensor loop is stored, not recomputed per entry.
-                    m = r.is_output[j] || r.uses[j] != 1 || r.non_fusing_user[j] ||
+                case node_kind::elementwise: {
+                    // A scalar feeding a tensor loop is stored, not recomputed per entry. A
+                    // negation of a stored node (or a leaf) is computed in each consumer's loop.
+                    const std::size_t c = child[j][0];
+                    const bool cheap = recomputed[j] && (r.materialised[c] || kind[c] == node_kind::symbol ||
+                                                         kind[c] == node_kind::constant);
+                    m = r.is_output[j] || (r.uses[j] != 1 && !cheap) || r.non_fusing_user[j] ||
                         (size[j] == 1 && r.tensor_user[j]);
                     break;
+                }
                 case node_kind::transpose: m = r.is_output[j] || r.non_matmul_user[j]; break;
                 case node_kind::outer:
                     // Computed inside its one elementwise (or sum) consumer's loop.

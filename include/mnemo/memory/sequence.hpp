@@ -428,10 +428,12 @@ private:
         // The states not kept alternate between the result's state and this one.
         T* scratch = backward ? rows + len * width : work.data();
 
+        // The sequential step neither reads nor writes G: its states are M and S.
+        constexpr std::size_t live = Chunked ? state_size : 2 * memory_size;
         T* const result_state = st.values.data();
         T* s = result_state;
         for (std::size_t t = 0; t < len; ++t) {
-            if (backward && t < last_t0 && t % c == 0) std::copy_n(s, state_size, checkpoints + (t / c) * state_size);
+            if (backward && t < last_t0 && t % c == 0) std::copy_n(s, live, checkpoints + (t / c) * state_size);
             if (Chunked && chunk_start(start_pos + t, b_chunk)) reset_grad_point(s);
             b.x = tok + t * d;
             b.target = tgt + t * d_out;
@@ -441,7 +443,7 @@ private:
                 // The last segment's states are kept for the backward: each token writes
                 // the next state straight into the next slot (the last into the result).
                 T* slot = seg_states + (t - last_t0) * state_size;
-                if (t == last_t0) std::copy_n(s, state_size, slot);
+                if (t == last_t0) std::copy_n(s, live, slot);
                 T* next = t + 1 < len ? slot + state_size : st.values.data();
                 forward_token<Chunked>(fwd, b, slot, next, yt, surprise[t], token_loss);
                 s = next;
@@ -453,7 +455,7 @@ private:
             loss += scale * token_loss;
         }
         // (The sequential form leaves G untouched: only M and S come back.)
-        if (s != result_state) std::copy_n(s, Chunked ? state_size : 2 * memory_size, result_state);
+        if (s != result_state) std::copy_n(s, live, result_state);
         st.position = start_pos + len;
         if (!backward) return;
 
@@ -467,23 +469,29 @@ private:
         }
         for (std::size_t sg = segments; sg-- > 0;) {
             const std::size_t t0 = sg * c, t1 = std::min(len, t0 + c);
-            if (sg + 1 < segments) {
-                // Recompute the segment's states from its checkpoint, each token writing the
-                // next state straight into the next slot.
-                std::copy_n(checkpoints + sg * state_size, state_size, seg_states);
+            // The state before token t of this segment: its first is the checkpoint itself
+            // (each is read by one segment only, so it is used in place, not copied), the
+            // others are in seg_states.
+            const bool recomputed = sg + 1 < segments;
+            T* const first = recomputed ? checkpoints + sg * state_size : seg_states;
+            auto state_at = [&](std::size_t t) { return t == t0 ? first : seg_states + (t - t0) * state_size; };
+            if (recomputed) {
+                // Recompute the segment's states, each token writing the next state straight
+                // into the next slot.
                 for (std::size_t t = t0; t < t1; ++t) {
-                    T* slot = seg_states + (t - t0) * state_size;
+                    T* slot = state_at(t);
                     if (Chunked && chunk_start(start_pos + t, b_chunk)) reset_grad_point(slot);
                     if (t + 1 < t1) {
                         b.x = tok + t * d;
                         b.target = tgt + t * d_out;
                         T s_unused = 0, l_unused = 0;
-                        forward_token<Chunked>(fwd, b, slot, slot + state_size, nullptr, s_unused, l_unused);
+                        forward_token<Chunked>(fwd, b, slot, seg_states + (t + 1 - t0) * state_size, nullptr,
+                                               s_unused, l_unused);
                     }
                 }
             }
             for (std::size_t t = t1; t-- > t0;) {
-                b.state = seg_states + (t - t0) * state_size;
+                b.state = state_at(t);
                 b.adjoint = adj;
                 b.x = tok + t * d;
                 b.target = tgt + t * d_out;
