@@ -1,9 +1,9 @@
 // Sums in lanes (detail/lanes.hpp), used by the evaluator's sums, blas::dot, the rows of
 // small_gemv and the input check: every term counted once, whatever the length's remainder
 // against the lane count, checked where the exact result is known in closed form (sums of
-// small integers are exact in float in any order); the evaluator's sums of tensors, short
-// (8 lanes) and long (32 lanes, with a tail in every row), against a plain loop in long
-// double; and a NaN in the tail reaches the result.
+// small integers are exact in float in any order), with 8, 16 and 32 lanes; the
+// evaluator's sums of tensors, short (8 lanes), middling (16) and long (32, with a tail in
+// every row), against a plain loop in long double; and a NaN in the tail reaches the result.
 #include <doctest/doctest.h>
 
 #include <array>
@@ -36,6 +36,8 @@ TEST_CASE("lane_sum and blas::dot count every term once, for every remainder") {
         const float expected = float(n * (n - 1) / 2);
         CHECK(detail::lane_sum<float>(n, [](std::size_t i) { return float(i); }) == expected);
         CHECK(detail::lane_sum<float, 8>(n, [](std::size_t i) { return float(i); }) == expected);
+        CHECK(detail::lane_sum<float, 16>(n, [](std::size_t i) { return float(i); }) == expected);
+        CHECK(detail::lane_sum<float, 32>(n, [](std::size_t i) { return float(i); }) == expected);
         std::vector<float> a(n), b(n);
         for (std::size_t i = 0; i < n; ++i) {
             a[i] = float(i % 13);
@@ -65,25 +67,32 @@ TEST_CASE("the evaluator's sums: short and long, rank 1 and 2, against long doub
     constexpr auto B = matrix<"B", 33, 37>;
     constexpr auto u = vector<"u", 1500>;
     constexpr auto C = matrix<"C", 3, 5>;  // 15 terms: 8 lanes
+    constexpr auto w = vector<"w", 300>;   // 16 lanes
     const auto a = ramp<double>(33, 37, 1.0), b = ramp<double>(33, 37, 0.5), c = ramp<double>(3, 5, 2.0);
     xt::xtensor<double, 1> uu(std::array<std::size_t, 1>{1500});
     for (std::size_t i = 0; i < uu.size(); ++i) uu(i) = std::cos(0.01 * double(i));
 
-    auto p = compile<double>(sum(hadamard(A, B)), sum(hadamard(u, u)), sum(C));
-    auto [s_ab, s_uu, s_c] = p(A = a, B = b, u = uu, C = c);
-    long double r_ab = 0, r_uu = 0, r_c = 0;
+    xt::xtensor<double, 1> ww(std::array<std::size_t, 1>{300});
+    for (std::size_t i = 0; i < ww.size(); ++i) ww(i) = std::sin(0.1 * double(i));
+
+    auto p = compile<double>(sum(hadamard(A, B)), sum(hadamard(u, u)), sum(C), sum(w));
+    auto [s_ab, s_uu, s_c, s_w] = p(A = a, B = b, u = uu, C = c, w = ww);
+    long double r_ab = 0, r_uu = 0, r_c = 0, r_w = 0;
+    for (std::size_t i = 0; i < ww.size(); ++i) r_w += ww(i);
     for (std::size_t i = 0; i < a.size(); ++i) r_ab += (long double)a.data()[i] * b.data()[i];
     for (std::size_t i = 0; i < uu.size(); ++i) r_uu += (long double)uu(i) * uu(i);
     for (std::size_t i = 0; i < c.size(); ++i) r_c += c.data()[i];
     CHECK(std::fabs(s_ab - double(r_ab)) <= 1e-12 * std::fabs(double(r_ab)));
     CHECK(std::fabs(s_uu - double(r_uu)) <= 1e-12 * std::fabs(double(r_uu)));
     CHECK(std::fabs(s_c - double(r_c)) <= 1e-12 * (1 + std::fabs(double(r_c))));
+    CHECK(std::fabs(s_w - double(r_w)) <= 1e-12 * (1 + std::fabs(double(r_w))));
 
     // A NaN in the last entry (a row's tail) reaches the sum.
     auto an = a;
     an(32, 36) = std::numeric_limits<double>::quiet_NaN();
-    auto [s_nan, s_uu2, s_c2] = p(A = an, B = b, u = uu, C = c);
+    auto [s_nan, s_uu2, s_c2, s_w2] = p(A = an, B = b, u = uu, C = c, w = ww);
     CHECK(std::isnan(s_nan));
     CHECK(s_uu2 == s_uu);
     CHECK(s_c2 == s_c);
+    CHECK(s_w2 == s_w);
 }

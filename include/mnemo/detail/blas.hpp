@@ -80,7 +80,7 @@ inline void small_gemv(bool ta, const T* __restrict a, const T* __restrict x, T*
     } else {
         for (int i = 0; i < M; ++i) {
             const T* __restrict r = a + i * K;
-            T acc[16] = {};  // rows are short: 16 lanes (lanes.hpp)
+            T acc[lanes_for(K)] = {};
             add_to_lanes(acc, K, [&](std::size_t j) { return r[j] * x[j]; });
             y[i] = fold_lanes(acc);
         }
