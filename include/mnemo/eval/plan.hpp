@@ -156,7 +156,8 @@ void run_step(context<T, G>& ctx) {
             add_to_lanes(acc, cols, [&](std::size_t c) { return value2<T, G, ch[0], cols>(ctx, r, c); });
         out[0] = fold_lanes(acc);
     } else if constexpr (G::kind[J] == node_kind::reduce_sum) {
-        out[0] = lane_sum<T, lanes_for(G::size[ch[0]])>(G::size[ch[0]], [&](std::size_t i) { return value<T, G, ch[0]>(ctx, i); });
+        constexpr std::size_t m = G::size[ch[0]];
+        out[0] = lane_sum<T, lanes_for(m)>(m, [&](std::size_t i) { return value<T, G, ch[0]>(ctx, i); });
     } else if constexpr (G::kind[J] == node_kind::outer) {
         const T* u = pointer<T, G, ch[0]>(ctx);
         const T* v = pointer<T, G, ch[1]>(ctx);
