@@ -2,7 +2,7 @@
 // by forward and by meta_gradient: tokens or targets of the wrong width,
 // different numbers of token and target sequences, a token/target length mismatch, empty
 // sequences, NaN or infinity in a token or a target (the message names the sequence and
-// the token index; also past the check's last full group of 16 entries), the wrong number
+// the token index; also past the check's last full group of lanes), the wrong number
 // of initial states or final adjoints, a state of the wrong size or with a non-finite
 // entry, chunk size 0; multi-head: the wrong number of
 // parameter sets, targets of the wrong width, a NaN in one head's targets. After every
@@ -187,15 +187,17 @@ TEST_CASE("multi-head memory: wrong number of parameter sets, targets of the wro
     CHECK(flat(r.outputs) == flat(r2.outputs));
 }
 
-TEST_CASE("a non-finite entry after the input check's last full group of 16 entries is found too") {
-    // One sequence of 7 tokens of width 8: 56 entries, of which the last 8 lie outside the
-    // check's groups of 16. The good input runs; a NaN or an infinity among those 8, in the
-    // tokens or the targets, is rejected with its place.
+TEST_CASE("a non-finite entry after the input check's last full group of lanes is found too") {
+    // One sequence of 17 tokens of width 8: 136 entries, summed in 16 lanes
+    // (detail::lanes_for), so the last token's 8 lie outside the check's full groups. The
+    // good input runs; a NaN or an infinity among those 8, in the tokens or the targets, is
+    // rejected with its place.
+    static_assert(mnemo::detail::lanes_for(136) == 16 && 136 % 16 == 8);
     fixture f;
     memory_t memory;
     const auto fresh = f.fresh();
-    const auto tok = det_batch(1, 7, 8, 4.5, 1.0);
-    const auto tgt = det_batch(1, 7, 8, 8.5, 1.0);
+    const auto tok = det_batch(1, 17, 8, 4.5, 1.0);
+    const auto tgt = det_batch(1, 17, 8, 8.5, 1.0);
     CHECK_NOTHROW(memory.meta_gradient(f.p.params, f.p.hyper, tok, tgt, f.opt));
     for (bool in_targets : {false, true})
         for (double v : {std::nan(""), inf, -inf}) {
@@ -203,14 +205,14 @@ TEST_CASE("a non-finite entry after the input check's last full group of 16 entr
             CAPTURE(v);
             auto t = tok;
             auto g = tgt;
-            (in_targets ? g : t)(0, 6, 7 - std::size_t(in_targets)) = v;
+            (in_targets ? g : t)(0, 16, 7 - std::size_t(in_targets)) = v;
             expect_rejected(
                 f, memory, fresh,
                 [&](memory_t& m, bool forward) {
                     if (forward) m.forward(f.p.params, f.p.hyper, t, g, f.opt);
                     else m.meta_gradient(f.p.params, f.p.hyper, t, g, f.opt);
                 },
-                {in_targets ? "target of sequence 0, token 6, feature 6" : "token of sequence 0, token 6, feature 7",
+                {in_targets ? "target of sequence 0, token 16, feature 6" : "token of sequence 0, token 16, feature 7",
                  "not finite"});
         }
 }
