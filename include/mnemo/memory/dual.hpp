@@ -378,16 +378,21 @@ public:
                           cdal = cs(b), cdbe = cs(b), cdep = cs(b), cdKQ = cs(2 * b * di), cdU = cs(b * dout),
                           cdV = cs(b * dout), cdP = cs(b * dout), cX1 = cs(2 * b * dout), cUG = cs(2 * b * dout),
                           cdA = cs(4 * b * dout), cdu = cs(wmax), cdcoef = cs(5 * b), cdM = cs(2 * msz),
-                          cdM0 = cs(2 * msz), cAb = cs(b * batched_width);
+                          cAb = cs(b * batched_width);
         m_chunk.resize(backward ? cs.size : cdGa);
         T* const ch = m_chunk.data();
         T *al = ch + cAl, *be = ch + cBe, *ep = ch + cEp, *Ga = ch + cGa, *Ph = ch + cPh, *W = ch + cW, *KQ = ch + cKQ,
           *T12 = ch + cT12, *Kf = ch + cKf;
-        if (backward)
+        // Block c runs from the state at `start(c)` to the one at `start(c + 1)`. With the
+        // backward, the start of every block is kept in m_starts (the first copied there,
+        // the others written there by the block before), and the last block ends in
+        // `state`; without it, every block runs in place in `state`. M, S contiguous: [M; S]
+        // is one (2 dout, di) matrix.
+        if (backward) {
             m_starts.resize(nblocks * 2 * msz);
-
-        T* M = state;  // M, S contiguous: [M; S] is one (2 dout, di) matrix
-        T* S = state + msz;
+            std::copy_n(state, 2 * msz, m_starts.data());
+        }
+        auto start = [&](std::size_t c) { return backward && c < nblocks ? m_starts.data() + c * 2 * msz : state; };
         T* G = state + 2 * msz;
         sources src{&p, &h};
 
@@ -421,8 +426,8 @@ public:
 
         for (std::size_t c = 0; c < nblocks; ++c) {
             const std::size_t t0 = m_blocks[c], bl = m_blocks[c + 1] - t0;
-            if (backward)
-                std::copy_n(state, 2 * msz, m_starts.data() + c * 2 * msz);
+            const T* M = start(c);
+            const T* S = M + msz;
             if (write_g && t0 == last_chunk)
                 std::copy_n(M, msz, G);
             const T* Vc = V + t0 * dout;
@@ -441,7 +446,11 @@ public:
             } else {
                 gemm(false, true, 2 * bl, 2 * dout, di, T(1), KQ, di, M, di, T(0), Ak, 2 * dout);
             }
-            gemm(false, true, 2 * bl, bl, di, T(1), KQ, di, KQ, di, T(0), KK, bl);
+            // K K^T only serves the substitution over earlier chunks of the block.
+            if (bl <= chunk)
+                gemm(false, true, bl, bl, di, T(1), KQ + bl * di, di, KQ, di, T(0), QK, bl);
+            else
+                gemm(false, true, 2 * bl, bl, di, T(1), KQ, di, KQ, di, T(0), KK, bl);
             // Inner gradients: pred_t by substitution (see above).
             for (std::size_t t = 0; t < bl; ++t) {
                 T* pt = Pc + t * dout;
@@ -505,16 +514,21 @@ public:
             }
             gemm(true, false, dout, 2 * di, bl, T(1), Uc, dout, Kf, 2 * di, T(0), T12, 2 * di);
             // (Scalars in locals: the buffers may alias as far as the compiler knows.)
+            // Written in place (no backward) or to the next block's start.
             const T aL = al[L], bL = be[L], eL = ep[L];
+            T* const Mn = start(c + 1);
+            T* const Sn = Mn + msz;
             for (std::size_t i = 0; i < dout; ++i) {
                 const T* t1 = T12 + i * 2 * di;
                 const T* t2 = t1 + di;
-                T* mr = M + i * di;
-                T* sr = S + i * di;
+                const T* mr = M + i * di;
+                const T* sr = S + i * di;
+                T* mo = Mn + i * di;
+                T* so = Sn + i * di;
                 for (std::size_t j = 0; j < di; ++j) {
                     const T m = mr[j], s = sr[j];
-                    mr[j] = aL * m + bL * s + t1[j];
-                    sr[j] = eL * s + t2[j];
+                    mo[j] = aL * m + bL * s + t1[j];
+                    so[j] = eL * s + t2[j];
                 }
             }
         }
@@ -526,7 +540,7 @@ public:
         T *dGa = ch + cdGa, *dPh = ch + cdPh, *dW = ch + cdW, *dQK = ch + cdQK, *dKK = ch + cdKK, *E = ch + cE,
           *dal = ch + cdal, *dbe = ch + cdbe, *dep = ch + cdep, *dKQ = ch + cdKQ, *dU = ch + cdU, *dV = ch + cdV,
           *dP = ch + cdP, *X1 = ch + cX1, *UG = ch + cUG, *dA = ch + cdA, *du = ch + cdu, *dcoef = ch + cdcoef,
-          *dM = ch + cdM, *dM0 = ch + cdM0, *Ab = ch + cAb;  // dM, dM0: [dM; dS], [dM0; dS0]
+          *dM = ch + cdM, *Ab = ch + cAb;  // dM: [dM; dS]
         if (final_adj)
             std::copy_n(final_adj, 2 * msz, dM);
         else
@@ -551,19 +565,7 @@ public:
             std::fill_n(dGa, 2 * bb, T(0));  // dGa, dPh
             std::fill_n(dal, 3 * b, T(0));   // dal, dbe, dep
 
-            // The block's end state: dM, dS are its adjoints.
-            {
-                T sums[3];
-                end_adjoint(dM, M0, msz, al[L], be[L], ep[L], dM0, sums);
-                dal[L] += sums[0];
-                dbe[L] += sums[1];
-                dep[L] += sums[2];
-            }
-            if (c + 1 == nblocks && final_adj && write_g) {
-                // G of the state after the last chunk is this chunk's start memory.
-                for (std::size_t k = 0; k < msz; ++k)
-                    dM0[k] += final_adj[2 * msz + k];
-            }
+            // The block's end state: dM, dS are its adjoints (until they become the start's).
             // M' term U^T diag(Gamma_L) K and S' term U^T diag(Phi_L) K.
             // X1 = K [dM; dS]^T (bl, 2 dout): rows (dM k_s)^T and (dS k_s)^T.
             gemm(false, true, bl, 2 * dout, di, T(1), KQ, di, dM, di, T(0), X1, 2 * dout);
@@ -583,6 +585,20 @@ public:
             }
             // dK_s = [Gamma_Ls u_s, Phi_Ls u_s] [dM; dS].
             gemm(false, false, bl, di, 2 * dout, T(1), UG, 2 * dout, dM, di, T(0), dK, di);
+            // From here on [dM; dS] holds the adjoint of the block's start: first the terms
+            // through a M0 + b S0 and e S0, in place.
+            {
+                T sums[3];
+                start_adjoint(dM, M0, msz, al[L], be[L], ep[L], sums);
+                dal[L] += sums[0];
+                dbe[L] += sums[1];
+                dep[L] += sums[2];
+            }
+            if (c + 1 == nblocks && final_adj && write_g) {
+                // G of the state after the last chunk is this chunk's start memory.
+                for (std::size_t k = 0; k < msz; ++k)
+                    dM[k] += final_adj[2 * msz + k];
+            }
 
             // Retrievals.
             for (std::size_t t = 0; t < bl; ++t) {
@@ -607,7 +623,8 @@ public:
                 }
 
             // Through u = u(pred, v): dP, dV, and the adjoints of pred's parts.
-            std::fill_n(dKK, bl * bl, T(0));
+            if (bl > chunk)
+                std::fill_n(dKK, bl * bl, T(0));
             if constexpr (!FirstOrder) {
                 // The substitution in reverse: du_t = dU_t + sum over later chunks' tokens r
                 // of L_rt dP_r, with L_rt = Gamma_{s(r)-1,t} (k_t . k_r).
@@ -664,26 +681,31 @@ public:
                 std::fill_n(dAk, bl * 2 * dout, T(0));
                 std::fill_n(dV, bl * dout, T(0));
             }
-            // dK += (dKK + dKK^T) K + dQK^T Q = E [K; Q];  dQ = dQK K.
-            for (std::size_t s = 0; s < bl; ++s)
-                for (std::size_t j = 0; j < bl; ++j) {
-                    E[s * 2 * bl + j] = dKK[s * bl + j] + dKK[j * bl + s];
-                    E[s * 2 * bl + bl + j] = dQK[j * bl + s];
-                }
-            gemm(false, false, bl, di, 2 * bl, T(1), E, 2 * bl, KQ, di, T(1), dK, di);
+            // dK += (dKK + dKK^T) K + dQK^T Q = E [K; Q];  dQ = dQK K. In a block of one
+            // chunk dKK is zero: dK += dQK^T Q.
+            if (bl <= chunk) {
+                gemm(true, false, bl, di, bl, T(1), dQK, bl, KQ + bl * di, di, T(1), dK, di);
+            } else {
+                for (std::size_t s = 0; s < bl; ++s)
+                    for (std::size_t j = 0; j < bl; ++j) {
+                        E[s * 2 * bl + j] = dKK[s * bl + j] + dKK[j * bl + s];
+                        E[s * 2 * bl + bl + j] = dQK[j * bl + s];
+                    }
+                gemm(false, false, bl, di, 2 * bl, T(1), E, 2 * bl, KQ, di, T(1), dK, di);
+            }
             gemm(false, false, bl, di, bl, T(1), dQK, bl, KQ, di, T(0), dQ, di);
-            // [dK; dQ] += [dAk; dAq] [M0; S0],  [dM0; dS0] += [dAk; dAq]^T [K; Q].
+            // [dK; dQ] += [dAk; dAq] [M0; S0],  [dM; dS] += [dAk; dAq]^T [K; Q].
             if (bl <= chunk) {
                 // One chunk: the right half of dAk (the adjoint of K S0^T) is zero; its
                 // products are skipped. dK += dAk_M M0, dQ += dAq [M0; S0],
-                // dM0 += [dAk_M; dAq_M]^T [K; Q], dS0 += dAq_S^T Q.
+                // dM += [dAk_M; dAq_M]^T [K; Q], dS += dAq_S^T Q.
                 gemm(false, false, bl, di, dout, T(1), dAk, 2 * dout, M0, di, T(1), dK, di);
                 gemm(false, false, bl, di, 2 * dout, T(1), dAq, 2 * dout, M0, di, T(1), dQ, di);
-                gemm(true, false, dout, di, 2 * bl, T(1), dA, 2 * dout, KQ, di, T(1), dM0, di);
-                gemm(true, false, dout, di, bl, T(1), dAq + dout, 2 * dout, KQ + bl * di, di, T(1), dM0 + msz, di);
+                gemm(true, false, dout, di, 2 * bl, T(1), dA, 2 * dout, KQ, di, T(1), dM, di);
+                gemm(true, false, dout, di, bl, T(1), dAq + dout, 2 * dout, KQ + bl * di, di, T(1), dM + msz, di);
             } else {
                 gemm(false, false, 2 * bl, di, 2 * dout, T(1), dA, 2 * dout, M0, di, T(1), dKQ, di);
-                gemm(true, false, 2 * dout, di, 2 * bl, T(1), dA, 2 * dout, KQ, di, T(1), dM0, di);
+                gemm(true, false, 2 * dout, di, 2 * bl, T(1), dA, 2 * dout, KQ, di, T(1), dM, di);
             }
             if constexpr (FirstOrder)
                 std::fill_n(dK, bl * di, T(0));
@@ -734,7 +756,6 @@ public:
                 rows::template collect<0>(m_feat_bwd, *grads, Ab + t * batched_width);
             }
             rows::add(*grads, Ab, tok + t0 * d, bl, d);
-            std::swap(dM, dM0);  // the adjoint of this block's start is the previous block's end's
         }
         std::copy_n(dM, 2 * msz, initial_adj);
         // G: overwritten at the first chunk's start; not read by the sequential form (whose
@@ -753,31 +774,32 @@ private:
         }
     };
     /// The adjoint through a block's end state M' = a M + b S + T1, S' = e S + T2, in one
-    /// pass: [dM0; dS0] = [a dM; b dM + e dS] and sums = (dM . M, dM . S, dS . S), given
-    /// [dM; dS] and [M; S] (each two matrices of n). Each sum in independent lanes
-    /// (detail/lanes.hpp), so the loop is bound by its loads, not by the add's latency.
-    static void end_adjoint(const T* __restrict dMS, const T* __restrict MS, std::size_t n, T a, T b, T e,
-                            T* __restrict out, T* sums) {
+    /// pass and in place: [dM; dS] becomes [a dM; b dM + e dS] (the terms of the block's
+    /// start through M' and S'), and sums = (dM . M, dM . S, dS . S), given [M; S] (each
+    /// two matrices of n). Each sum in independent lanes (detail/lanes.hpp), so the loop is
+    /// bound by its loads, not by the add's latency.
+    static void start_adjoint(T* __restrict dMS, const T* __restrict MS, std::size_t n, T a, T b, T e, T* sums) {
         constexpr std::size_t W = mnemo::detail::sum_lanes;
-        const T *dM = dMS, *dS = dMS + n, *M = MS, *S = MS + n;
-        T *dM0 = out, *dS0 = out + n;
+        T *dM = dMS, *dS = dMS + n;
+        const T *M = MS, *S = MS + n;
         T am[W] = {}, bm[W] = {}, es[W] = {};
         const std::size_t full = n / W * W;
         for (std::size_t k = 0; k < full; k += W)
             for (std::size_t l = 0; l < W; ++l) {
                 const T dm = dM[k + l], ds = dS[k + l], s = S[k + l];
-                dM0[k + l] = a * dm;
-                dS0[k + l] = b * dm + e * ds;
+                dM[k + l] = a * dm;
+                dS[k + l] = b * dm + e * ds;
                 am[l] += dm * M[k + l];
                 bm[l] += dm * s;
                 es[l] += ds * s;
             }
         for (std::size_t k = full; k < n; ++k) {
-            dM0[k] = a * dM[k];
-            dS0[k] = b * dM[k] + e * dS[k];
-            am[0] += dM[k] * M[k];
-            bm[0] += dM[k] * S[k];
-            es[0] += dS[k] * S[k];
+            const T dm = dM[k], ds = dS[k], s = S[k];
+            dM[k] = a * dm;
+            dS[k] = b * dm + e * ds;
+            am[0] += dm * M[k];
+            bm[0] += dm * s;
+            es[0] += ds * s;
         }
         sums[0] = mnemo::detail::fold_lanes(am);
         sums[1] = mnemo::detail::fold_lanes(bm);

@@ -60,19 +60,36 @@ constexpr auto indexed_name() {
 template <class List, std::size_t I>
 using shape_at = mnemo::detail::type_at_t<List, I>;
 
-/// `outer(a, x)` with `x` the token: the per-token gradient of a projection `W x` of the
-/// token. Summed over tokens it is one product `A^T X`, so a step need only compute `a`.
+/// A per-token gradient that is a product with the token, summed over tokens as one
+/// product `A^T X`, so that a step need only compute `a`:
+///   - `outer(a, x)`, the gradient of a projection `W x` of the token (`a` a vector: `rows`
+///     = its length);
+///   - `s * x` or `x * s` with `s` a scalar, the gradient of a vector `w` used as `w . x`,
+///     such as a data-dependent gate's weights (`rows` = 1: the sum is `s^T X`).
 template <class E, class Token>
 struct outer_with_token : std::false_type {};
 template <class A, class Token>
 struct outer_with_token<node<outer_op, A, Token>, Token> : std::true_type {
     using left = A;
+    static constexpr std::size_t rows = shape_of<A>::size;
+};
+template <class A, class Token>
+    requires(shape_of<A>::rank == 0)
+struct outer_with_token<node<mul_op, A, Token>, Token> : std::true_type {
+    using left = A;
+    static constexpr std::size_t rows = 1;
+};
+template <class A, class Token>
+    requires(shape_of<A>::rank == 0 && !std::is_same_v<A, Token>)
+struct outer_with_token<node<mul_op, Token, A>, Token> : std::true_type {
+    using left = A;
+    static constexpr std::size_t rows = 1;
 };
 
 /// The per-token gradients of `Phi` to the meta-parameters `Metas` (a list), with those of
-/// the form `outer(a, x)` batched: a step outputs only `a`, one row per token holds the
-/// `a`s of all batched metas side by side (`offset[J]`, `width` numbers), and `add` sums
-/// them over the tokens as one product `A^T X` per meta.
+/// the forms above batched: a step outputs only `a`, one row per token holds the `a`s of
+/// all batched metas side by side (`offset[J]`, `width` numbers), and `add` sums them over
+/// the tokens as one product `A^T X` per meta.
 template <class Phi, class Token, class Metas>
 struct batched_rows;
 template <class Phi, class Token, class... M>
@@ -87,10 +104,16 @@ struct batched_rows<Phi, Token, mnemo::detail::list<M...>> {
         if constexpr (batched<X>) return typename grad_of<X>::left{};
         else return grad(Phi{}, X{});
     }
+    /// The numbers a batched meta X takes in a token's row (0 if not batched).
+    template <class X>
+    static constexpr std::size_t rows_of() {
+        if constexpr (batched<X>) return grad_of<X>::rows;
+        else return 0;
+    }
     static constexpr std::array<std::size_t, sizeof...(M) + 1> offset = [] {
         std::array<std::size_t, sizeof...(M) + 1> off{};
         std::size_t o = 0, k = 0;
-        ((off[k++] = o, o += batched<M> ? M::shape::dims[0] : 0), ...);
+        ((off[k++] = o, o += rows_of<M>()), ...);
         off[k] = o;
         return off;
     }();
@@ -104,7 +127,7 @@ struct batched_rows<Phi, Token, mnemo::detail::list<M...>> {
                 [&] {
                     const T* src = plan.template data<First + J>();
                     if constexpr (batched<M>) {
-                        std::copy_n(src, M::shape::dims[0], row + offset[J]);
+                        std::copy_n(src, rows_of<M>(), row + offset[J]);
                     } else {
                         T* dst = grads[M{}].data();
                         for (std::size_t k = 0; k < M::shape::size; ++k) dst[k] += src[k];
@@ -118,7 +141,7 @@ struct batched_rows<Phi, Token, mnemo::detail::list<M...>> {
     template <class T, class Params>
     static void add(Params& grads, const T* rows, const T* x, std::size_t count, std::size_t d) {
         [&]<std::size_t... J>(std::index_sequence<J...>) {
-            ((batched<M> ? mnemo::detail::blas::gemm_acc(true, false, int(M::shape::dims[0]), int(d), int(count), T(1),
+            ((batched<M> ? mnemo::detail::blas::gemm_acc(true, false, int(rows_of<M>()), int(d), int(count), T(1),
                                                          rows + offset[J], int(width), x, int(d), T(1),
                                                          grads[M{}].data(), int(d))
                          : void()),
