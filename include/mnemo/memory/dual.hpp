@@ -361,18 +361,20 @@ public:
         carve sq;
         const std::size_t oK = sq(len * di), oV = sq(len * dout), oQ = sq(len * di), oP = sq(len * dout),
                           oU = sq(len * dout), oY = sq(len * dout), odY = sq(len * dout), oC = sq(5 * len),
-                          oAKQ = sq(4 * len * dout), oKQK = sq(2 * len * b);
+                          oAKQ = sq(4 * len * dout), oKQK = sq(2 * len * b), oKQ = sq(2 * len * di),
+                          coef_size = 3 * b + 2 * bb, oCo = sq(nblocks * coef_size);
         m_seq.resize(sq.size);
         T* const sb = m_seq.data();
         T *K = sb + oK, *V = sb + oV, *Q = sb + oQ, *P = sb + oP, *U = sb + oU, *Y = sb + oY, *dY = sb + odY,
           *C = sb + oC,
           *AKQ = sb + oAKQ,      // per block: [K; Q] [M0; S0]^T, (2 bl, 2 dout)
-              *KQK = sb + oKQK;  // per block: [K; Q] K^T, (2 bl, bl)
+              *KQK = sb + oKQK,  // per block: [K; Q] K^T, (2 bl, bl)
+                *KQs = sb + oKQ,   // per block: [K; Q], (2 bl, di)
+                    *Co = sb + oCo;  // per block: alpha, beta, eps (b), Gamma, Phi (b x b)
         // Block scratch.
         const std::size_t wmax = std::max(di, dout);
         carve cs;
-        const std::size_t cAl = cs(b), cBe = cs(b), cEp = cs(b), cGa = cs(bb), cPh = cs(bb), cW = cs(bb),
-                          cKQ = cs(2 * b * di), cT12 = cs(2 * msz), cKf = cs(2 * b * di);
+        const std::size_t cW = cs(bb), cKf = cs(2 * b * di);
         // Backward only.
         const std::size_t cdGa = cs(bb), cdPh = cs(bb), cdW = cs(bb), cdQK = cs(bb), cdKK = cs(bb), cE = cs(2 * bb),
                           cdal = cs(b), cdbe = cs(b), cdep = cs(b), cdKQ = cs(2 * b * di), cdU = cs(b * dout),
@@ -381,8 +383,18 @@ public:
                           cAb = cs(b * batched_width);
         m_chunk.resize(backward ? cs.size : cdGa);
         T* const ch = m_chunk.data();
-        T *al = ch + cAl, *be = ch + cBe, *ep = ch + cEp, *Ga = ch + cGa, *Ph = ch + cPh, *W = ch + cW, *KQ = ch + cKQ,
-          *T12 = ch + cT12, *Kf = ch + cKf;
+        T *W = ch + cW, *Kf = ch + cKf;
+        // A block's [K; Q] and coefficients, formed in the forward and read again by the
+        // backward.
+        T *KQ = nullptr, *al = nullptr, *be = nullptr, *ep = nullptr, *Ga = nullptr, *Ph = nullptr;
+        auto block_data = [&](std::size_t c) {
+            KQ = KQs + 2 * m_blocks[c] * di;
+            al = Co + c * coef_size;
+            be = al + b;
+            ep = be + b;
+            Ga = ep + b;
+            Ph = Ga + bb;
+        };
         // Block c runs from the state at `start(c)` to the one at `start(c + 1)`. With the
         // backward, the start of every block is kept in m_starts (the first copied there,
         // the others written there by the block before), and the last block ends in
@@ -418,11 +430,6 @@ public:
             C[5 * t + 3] = scalar_out<6>(m_feat);
             C[5 * t + 4] = scalar_out<7>(m_feat);
         }
-        // [K; Q] of a block into KQ.
-        auto stack_kq = [&](std::size_t t0, std::size_t bl) {
-            std::copy_n(K + t0 * di, bl * di, KQ);
-            std::copy_n(Q + t0 * di, bl * di, KQ + bl * di);
-        };
 
         for (std::size_t c = 0; c < nblocks; ++c) {
             const std::size_t t0 = m_blocks[c], bl = m_blocks[c + 1] - t0;
@@ -432,8 +439,10 @@ public:
                 std::copy_n(M, msz, G);
             const T* Vc = V + t0 * dout;
             T *Pc = P + t0 * dout, *Uc = U + t0 * dout, *Yc = Y + t0 * dout;
+            block_data(c);
             coefficients(C + 5 * t0, bl, b, al, be, ep, Ga, Ph);
-            stack_kq(t0, bl);
+            std::copy_n(K + t0 * di, bl * di, KQ);
+            std::copy_n(Q + t0 * di, bl * di, KQ + bl * di);
             T* Ak = AKQ + t0 * 4 * dout;  // rows of K [M0; S0]^T
             T* Aq = Ak + bl * 2 * dout;   // rows of Q [M0; S0]^T
             T* KK = KQK + t0 * 2 * b;     // K K^T (bl, bl)
@@ -500,8 +509,9 @@ public:
                 if (y_out)
                     std::copy_n(Yc + t * dout, dout, y_out + (t0 + t) * dout);
             }
-            // End state: [T1 T2] = U^T [diag(Gamma_last) K, diag(Phi_last) K];
-            // M' = alpha M + beta S + T1, S' = eps S + T2.
+            // End state: M' = alpha M + beta S + U^T diag(Gamma_last) K, S' = eps S + U^T
+            // diag(Phi_last) K; the scaled sums in one pass, in place (no backward) or into
+            // the next block's start, then the two products added to them.
             const std::size_t L = bl - 1;
             for (std::size_t s = 0; s < bl; ++s) {
                 const T g = Ga[L * b + s], f = Ph[L * b + s];
@@ -512,25 +522,17 @@ public:
                     row[di + j] = f * ks[j];
                 }
             }
-            gemm(true, false, dout, 2 * di, bl, T(1), Uc, dout, Kf, 2 * di, T(0), T12, 2 * di);
             // (Scalars in locals: the buffers may alias as far as the compiler knows.)
-            // Written in place (no backward) or to the next block's start.
             const T aL = al[L], bL = be[L], eL = ep[L];
             T* const Mn = start(c + 1);
             T* const Sn = Mn + msz;
-            for (std::size_t i = 0; i < dout; ++i) {
-                const T* t1 = T12 + i * 2 * di;
-                const T* t2 = t1 + di;
-                const T* mr = M + i * di;
-                const T* sr = S + i * di;
-                T* mo = Mn + i * di;
-                T* so = Sn + i * di;
-                for (std::size_t j = 0; j < di; ++j) {
-                    const T m = mr[j], s = sr[j];
-                    mo[j] = aL * m + bL * s + t1[j];
-                    so[j] = eL * s + t2[j];
-                }
+            for (std::size_t k = 0; k < msz; ++k) {
+                const T m = M[k], s = S[k];
+                Mn[k] = aL * m + bL * s;
+                Sn[k] = eL * s;
             }
+            gemm(true, false, dout, di, bl, T(1), Uc, dout, Kf, 2 * di, T(1), Mn, di);
+            gemm(true, false, dout, di, bl, T(1), Uc, dout, Kf + di, 2 * di, T(1), Sn, di);
         }
         if (!backward)
             return;
@@ -557,8 +559,7 @@ public:
             T* dQ = dKQ + bl * di;
             T* dAk = dA;  // [dAk; dAq]: the adjoints of [K; Q] [M0; S0]^T, (2 bl, 2 dout)
             T* dAq = dA + bl * 2 * dout;
-            coefficients(C + 5 * t0, bl, b, al, be, ep, Ga, Ph);
-            stack_kq(t0, bl);
+            block_data(c);
             for (std::size_t t = 0; t < bl; ++t)
                 for (std::size_t s = 0; s < bl; ++s)
                     W[t * bl + s] = s <= t ? Ga[t * b + s] * QK[t * bl + s] : T(0);
