@@ -22,7 +22,16 @@ if(MNEMO_NATIVE)
     endif()
 endif()
 
+# No debug information (-g0) where the build type asks for -g: debug information records the
+# name of every instantiated type, and a memory's step types are long. At -O0, the unit
+# tests/memory/test_mlp_bias_memory.cpp needs 1.9 GB without it and more than 12 GB with -g or
+# even -g1 (docs/pitfalls.md). MNEMO_FULL_DEBUG_INFO=ON keeps the build type's -g.
+add_library(mnemo_debug_info INTERFACE)
+if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang" AND NOT MNEMO_FULL_DEBUG_INFO)
+    target_compile_options(mnemo_debug_info INTERFACE $<$<CONFIG:Debug,RelWithDebInfo>:-g0>)
+endif()
+
 # Links the library and the project-wide build settings into one of mnemo's own targets.
 function(mnemo_target_defaults target)
-    target_link_libraries(${target} PRIVATE mnemo::mnemo mnemo_warnings mnemo_native)
+    target_link_libraries(${target} PRIVATE mnemo::mnemo mnemo_warnings mnemo_native mnemo_debug_info)
 endfunction()
