@@ -449,17 +449,15 @@ public:
             T* QK = KK + bl * bl;         // Q K^T (bl, bl)
             if (bl <= chunk) {
                 // One chunk: every token's inner gradient is taken at M0, so K S0^T is not
-                // needed (nor read: the right half of Ak's rows stays as it is).
+                // needed (nor read: the right half of Ak's rows stays as it is), nor is K K^T,
+                // which only serves the substitution over earlier chunks of the block.
                 gemm(false, true, bl, dout, di, T(1), KQ, di, M, di, T(0), Ak, 2 * dout);
                 gemm(false, true, bl, 2 * dout, di, T(1), KQ + bl * di, di, M, di, T(0), Aq, 2 * dout);
+                gemm(false, true, bl, bl, di, T(1), KQ + bl * di, di, KQ, di, T(0), QK, bl);
             } else {
                 gemm(false, true, 2 * bl, 2 * dout, di, T(1), KQ, di, M, di, T(0), Ak, 2 * dout);
-            }
-            // K K^T only serves the substitution over earlier chunks of the block.
-            if (bl <= chunk)
-                gemm(false, true, bl, bl, di, T(1), KQ + bl * di, di, KQ, di, T(0), QK, bl);
-            else
                 gemm(false, true, 2 * bl, bl, di, T(1), KQ, di, KQ, di, T(0), KK, bl);
+            }
             // Inner gradients: pred_t by substitution (see above).
             for (std::size_t t = 0; t < bl; ++t) {
                 T* pt = Pc + t * dout;
@@ -549,6 +547,7 @@ public:
             std::fill_n(dM, 2 * msz, T(0));
         for (std::size_t c = nblocks; c-- > 0;) {
             const std::size_t t0 = m_blocks[c], bl = m_blocks[c + 1] - t0, L = bl - 1;
+            const bool one_chunk = bl <= chunk;  // then dKK is zero and not formed
             const T* M0 = m_starts.data() + c * 2 * msz;  // [M0; S0]
             const T *Vc = V + t0 * dout, *Pc = P + t0 * dout, *Uc = U + t0 * dout, *dYc = dY + t0 * dout;
             const T* Ak = AKQ + t0 * 4 * dout;
@@ -624,7 +623,7 @@ public:
                 }
 
             // Through u = u(pred, v): dP, dV, and the adjoints of pred's parts.
-            if (bl > chunk)
+            if (!one_chunk)
                 std::fill_n(dKK, bl * bl, T(0));
             if constexpr (!FirstOrder) {
                 // The substitution in reverse: du_t = dU_t + sum over later chunks' tokens r
@@ -645,7 +644,7 @@ public:
                     }
                     inner_backward<Params, Hyper>(src, Pc, Vc, du, t, dP, dV);
                 }
-                if (bl > chunk) {
+                if (!one_chunk) {
                     // D = dP U^T (in dW, free now): dGamma_{s-1,j} += (k_j . k_t) D_tj and
                     // d(k_j . k_t) = Gamma_{s-1,j} D_tj, for j < s = s(t).
                     T* D = dW;
@@ -684,7 +683,7 @@ public:
             }
             // dK += (dKK + dKK^T) K + dQK^T Q = E [K; Q];  dQ = dQK K. In a block of one
             // chunk dKK is zero: dK += dQK^T Q.
-            if (bl <= chunk) {
+            if (one_chunk) {
                 gemm(true, false, bl, di, bl, T(1), dQK, bl, KQ + bl * di, di, T(1), dK, di);
             } else {
                 for (std::size_t s = 0; s < bl; ++s)
@@ -696,7 +695,7 @@ public:
             }
             gemm(false, false, bl, di, bl, T(1), dQK, bl, KQ, di, T(0), dQ, di);
             // [dK; dQ] += [dAk; dAq] [M0; S0],  [dM; dS] += [dAk; dAq]^T [K; Q].
-            if (bl <= chunk) {
+            if (one_chunk) {
                 // One chunk: the right half of dAk (the adjoint of K S0^T) is zero; its
                 // products are skipped. dK += dAk_M M0, dQ += dAq [M0; S0],
                 // dM += [dAk_M; dAq_M]^T [K; Q], dS += dAq_S^T Q.

@@ -73,18 +73,17 @@ struct outer_with_token<node<outer_op, A, Token>, Token> : std::true_type {
     using left = A;
     static constexpr std::size_t rows = shape_of<A>::size;
 };
-template <class A, class Token>
-    requires(shape_of<A>::rank == 0)
-struct outer_with_token<node<mul_op, A, Token>, Token> : std::true_type {
+template <class A>
+struct scalar_times_token : std::bool_constant<shape_of<A>::rank == 0> {
     using left = A;
     static constexpr std::size_t rows = 1;
 };
 template <class A, class Token>
-    requires(shape_of<A>::rank == 0 && !std::is_same_v<A, Token>)
-struct outer_with_token<node<mul_op, Token, A>, Token> : std::true_type {
-    using left = A;
-    static constexpr std::size_t rows = 1;
-};
+struct outer_with_token<node<mul_op, A, Token>, Token> : scalar_times_token<A> {};
+template <class A, class Token>
+struct outer_with_token<node<mul_op, Token, A>, Token> : scalar_times_token<A> {};
+template <class Token>
+struct outer_with_token<node<mul_op, Token, Token>, Token> : std::false_type {};  // x * x: not of either form
 
 /// The per-token gradients of `Phi` to the meta-parameters `Metas` (a list), with those of
 /// the forms above batched: a step outputs only `a`, one row per token holds the `a`s of
