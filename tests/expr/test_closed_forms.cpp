@@ -140,6 +140,39 @@ TEST_CASE("closed form: one tanh layer, grad_A and grad_x of sum(u * tanh(A x))"
     CHECK(worst_rel(gx, gx_ref) <= rel);
 }
 
+TEST_CASE("closed form: erf, its first and second derivatives, and gelu_exact at points") {
+    // d/dx erf(x) = 2/sqrt(pi) exp(-x^2),  d^2/dx^2 erf(x) = -2 x * 2/sqrt(pi) exp(-x^2);
+    // gelu_exact(x) = x/2 (1 + erf(x / sqrt(2))), d/dx gelu_exact(x) = Phi(x) + x phi(x) with
+    // Phi(x) = (1 + erf(x / sqrt(2))) / 2 and phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
+    // pi is std::acos(-1); the library's constants 2/sqrt(pi) and 1/sqrt(2) are rationals.
+    constexpr auto s = mnemo::scalar<"s">;
+    const auto d_erf = mnemo::grad(mnemo::erf(s), s);
+    const auto d2_erf = mnemo::grad(d_erf, s);
+    const auto ge = mnemo::gelu_exact(s);
+    auto p = mnemo::compile<double>(mnemo::erf(s), d_erf, d2_erf, ge, mnemo::grad(ge, s));
+    const double pi = std::acos(-1.0);
+    const double eps = 1e-14;  // relative (floor 1e-300: no point is near a zero)
+    for (const double xv : {-2.5, -1.5, -1.0, -0.3, 0.2, 0.5, 1.0, 1.7, 3.0}) {
+        auto [e, de, d2e, g, dg] = p(s = xv);
+        INFO("x = " << xv);
+        const double de_ref = 2.0 / std::sqrt(pi) * std::exp(-xv * xv);
+        const double big_phi = 0.5 * (1.0 + std::erf(xv / std::sqrt(2.0)));
+        const double small_phi = std::exp(-0.5 * xv * xv) / std::sqrt(2.0 * pi);
+        CHECK(fd::rel_err(e, std::erf(xv), 1e-300) <= eps);
+        CHECK(fd::rel_err(de, de_ref, 1e-300) <= eps);
+        CHECK(fd::rel_err(d2e, -2.0 * xv * de_ref, 1e-300) <= eps);
+        CHECK(fd::rel_err(g, 0.5 * xv * (1.0 + std::erf(xv / std::sqrt(2.0))), 1e-300) <= eps);
+        CHECK(fd::rel_err(dg, big_phi + xv * small_phi, 1e-300) <= eps);
+    }
+    // Against decimal values: gelu_exact(1) = Phi(1) = 0.841344746068542948585...,
+    // gelu_exact(-1) = -(1 - Phi(1)), and erf'(0) = 2/sqrt(pi) = 1.128379167095512573896...
+    CHECK(fd::rel_err(std::get<3>(p(s = 1.0)), 0.8413447460685429486, 1e-300) <= eps);
+    CHECK(fd::rel_err(std::get<3>(p(s = -1.0)), -0.1586552539314570514, 1e-300) <= eps);
+    CHECK(fd::rel_err(std::get<1>(p(s = 0.0)), 1.1283791670955125739, 1e-300) <= 1e-16);
+    CHECK(std::get<0>(p(s = 0.0)) == 0.0);
+    CHECK(std::get<3>(p(s = 0.0)) == 0.0);
+}
+
 TEST_CASE("to_string of small derivatives (expected strings derived by hand from the rules)") {
     using mnemo::grad;
     using mnemo::to_string;
@@ -159,6 +192,8 @@ TEST_CASE("to_string of small derivatives (expected strings derived by hand from
     CHECK(to_string(grad(mnemo::sum(mnemo::hadamard(u, mnemo::sigmoid(x))), x)) ==
           "u * (sigmoid(x) * (1 - sigmoid(x)))");
     CHECK(to_string(grad(mnemo::sum(mnemo::relu(x)), x)) == "step(x)");
+    // 2/sqrt(pi) = 11283791670955126/10^16, normalised.
+    CHECK(to_string(grad(mnemo::sum(mnemo::erf(x)), x)) == "5641895835477563/5000000000000000 * exp(-x^2)");
     CHECK(to_string(grad(mnemo::sum(mnemo::hadamard(grad(mnemo::sum(mnemo::exp(x)), x), u)), x)) == "u * exp(x)");
     // mean: 1/4 * sum(x^2): the constants are not folded across the nested product.
     CHECK(to_string(grad(mnemo::mean(mnemo::square(mnemo::vector<"y", 4>)), mnemo::vector<"y", 4>)) ==

@@ -93,6 +93,14 @@ TEST_CASE("first order: smooth unary functions of a vector, sum(w * f(A x + b))"
         auto ds = vector_data(0.0, 2.0);
         unary_case("gelu", [](auto e) { return mnemo::gelu(e); }, ds);
     }
+    SUBCASE("erf") {
+        auto ds = vector_data(0.0, 2.0);
+        unary_case("erf", [](auto e) { return mnemo::erf(e); }, ds);
+    }
+    SUBCASE("gelu_exact") {
+        auto ds = vector_data(0.0, 2.0);
+        unary_case("gelu_exact", [](auto e) { return mnemo::gelu_exact(e); }, ds);
+    }
     SUBCASE("softplus") {
         auto ds = vector_data(0.0, 2.0);
         unary_case("softplus", [](auto e) { return mnemo::softplus(e); }, ds);
@@ -163,10 +171,11 @@ TEST_CASE("first order: elementwise functions of matrices") {
     ds.set(A, 0.3, 0.5).set(B, 1.2, 1.0).set(C, 2.1, 0.5, 2.5).set(W, 0.6, 1.0);  // A B + C in [0.5, 4.5]
     const auto Z = A * B + C;
     REQUIRE(fd::min_entry(Z, ds.bindings()) > 0.5);
-    SUBCASE("log, sqrt, tanh, exp, softplus, gelu on a matrix") {
+    SUBCASE("log, sqrt, tanh, exp, softplus, gelu, gelu_exact on a matrix") {
         const auto f = mnemo::sum(mnemo::hadamard(
             W, mnemo::log(Z) + mnemo::hadamard(mnemo::sqrt(Z), mnemo::tanh(Z - mnemo::c<2>)) +
-                   mnemo::exp(mnemo::c<-1, 2> * Z) + mnemo::softplus(mnemo::c<2> - Z) + mnemo::gelu(Z - mnemo::c<3, 2>)));
+                   mnemo::exp(mnemo::c<-1, 2> * Z) + mnemo::softplus(mnemo::c<2> - Z) +
+                   mnemo::gelu(Z - mnemo::c<3, 2>) + mnemo::gelu_exact(mnemo::c<5, 2> - Z)));
         fd::check_gradients("matrix elementwise", f, ds, tol(), A, B, C, W);
     }
 }
@@ -179,7 +188,7 @@ TEST_CASE("first order: functions of scalar symbols") {
     using namespace mnemo;
     SUBCASE("smooth") {
         const auto f = tanh(s * t) + log(t) * sigmoid(s) + sqrt(t) / (s - t) + exp(c<1, 2> * s) +
-                       softplus(s - t) + silu(t - s) + gelu(s) + ipow<3>(s) * square(t) - t / s;
+                       softplus(s - t) + silu(t - s) + gelu(s) + gelu_exact(t - s) + ipow<3>(s) * square(t) - t / s;
         fd::check_gradients("scalar chain (smooth)", f, ds, tol(), s, t);
     }
     SUBCASE("piecewise") {

@@ -97,6 +97,14 @@ TEST_CASE("second order: smooth unary functions, f = sum(w * op(A x + b))") {
         auto ds = vector_data(0.0, 2.0);
         unary_case("gelu", [](auto e) { return mnemo::gelu(e); }, ds);
     }
+    SUBCASE("erf") {
+        auto ds = vector_data(0.0, 2.0);
+        unary_case("erf", [](auto e) { return mnemo::erf(e); }, ds);
+    }
+    SUBCASE("gelu_exact") {
+        auto ds = vector_data(0.0, 2.0);
+        unary_case("gelu_exact", [](auto e) { return mnemo::gelu_exact(e); }, ds);
+    }
     SUBCASE("softplus") {
         auto ds = vector_data(0.0, 2.0);
         unary_case("softplus", [](auto e) { return mnemo::softplus(e); }, ds);

@@ -153,6 +153,9 @@ TEST_CASE("to_string: functions, reductions, fills") {
     // sqrt(2/pi) = 7978845608028654/10^16 and 0.044715 = 44715/10^6, normalised.
     CHECK(to_string(gelu(u)) ==
           "1/2 * u * (1 + tanh(3989422804014327/5000000000000000 * (u + 8943/200000 * u^3)))");
+    CHECK(to_string(erf(u)) == "erf(u)");
+    // 1/sqrt(2) = 7071067811865475/10^16, normalised.
+    CHECK(to_string(gelu_exact(u)) == "1/2 * u * (1 + erf(282842712474619/400000000000000 * u))");
 }
 
 TEST_CASE("to_string: gradients are printed as their expressions") {

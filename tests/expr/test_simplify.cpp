@@ -142,6 +142,7 @@ static_assert(same(ipow<1>(x), x));
 static_assert(same(ipow<0>(x), fill<S3>(c<1>)));
 static_assert(same(square(zero_tensor<S3>{}), zero_tensor<S3>{}));
 static_assert(same(tanh(zero_tensor<S3>{}), zero_tensor<S3>{}));    // tanh(0) = 0
+static_assert(same(erf(zero_tensor<S3>{}), zero_tensor<S3>{}));     // erf(0) = 0
 static_assert(same(relu(zero_tensor<S3>{}), zero_tensor<S3>{}));
 static_assert(!same(exp(zero_tensor<S3>{}), zero_tensor<S3>{}));    // exp(0) = 1: not folded to 0
 static_assert(!same(sigmoid(zero_tensor<S3>{}), zero_tensor<S3>{}));

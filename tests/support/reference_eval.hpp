@@ -208,6 +208,9 @@ inline tensor apply_op(mnemo::sqrt_op, const tensor& a) {
 inline tensor apply_op(mnemo::tanh_op, const tensor& a) {
     return map1(a, [](double x) { return std::tanh(x); });
 }
+inline tensor apply_op(mnemo::erf_op, const tensor& a) {
+    return map1(a, [](double x) { return std::erf(x); });
+}
 inline tensor apply_op(mnemo::sigmoid_op, const tensor& a) {
     return map1(a, [](double x) { return 1.0 / (1.0 + std::exp(-x)); });
 }

@@ -28,6 +28,9 @@ struct gelu_act {
     template <class A>
     static constexpr auto apply(A a) { return gelu(a); }
 };
+/// The exact (erf-form) GELU: titans-pytorch's default MLP activation (F.gelu; PyTorch's
+/// F.gelu and nn.GELU() default to the exact erf form). `gelu_act` is the tanh form.
+struct gelu_exact_act { template <class A> static constexpr auto apply(A a) { return gelu_exact(a); } };
 struct relu_act {
     template <class A>
     static constexpr auto apply(A a) { return relu(a); }

@@ -1,8 +1,9 @@
 #pragma once
 /// \file
-/// Elementwise functions: exp, log, sqrt, tanh, sigmoid, relu, softplus, abs, sign,
-/// integer powers, and the composites silu and gelu. Each rule gives the derivative as an
-/// expression of the same language, so every function can be differentiated again.
+/// Elementwise functions: exp, log, sqrt, tanh, erf, sigmoid, relu, softplus, abs, sign,
+/// integer powers, and the composites silu, gelu and gelu_exact. Each rule gives the
+/// derivative as an expression of the same language, so every function can be
+/// differentiated again.
 
 #include <cmath>
 
@@ -51,6 +52,19 @@ struct tanh_op : unary_elementwise {
     static T apply(T a) { return std::tanh(a); }
     template <std::size_t I, class Self, class G, class A>
     static constexpr auto vjp([[maybe_unused]] Self self, [[maybe_unused]] G g, A) { return hadamard(g, c<1> - ipow<2>(self)); }
+};
+
+/// The error function, erf(a) = 2/sqrt(pi) * integral from 0 to a of exp(-t^2) dt. Its
+/// derivative 2/sqrt(pi) * exp(-a^2) is an expression of exp, so erf can be differentiated
+/// again. 2/sqrt(pi) enters as the rational 11283791670955126 / 10^16 (exact to double
+/// precision: within 3e-17 of 1.1283791670955125738...).
+struct erf_op : unary_elementwise {
+    static constexpr std::string_view name = "erf";
+    static constexpr bool zero_preserving = true;
+    template <class T>
+    static T apply(T a) { return std::erf(a); }
+    template <std::size_t I, class Self, class G, class A>
+    static constexpr auto vjp(Self, [[maybe_unused]] G g, [[maybe_unused]] A a);
 };
 
 struct sigmoid_op : unary_elementwise {
@@ -144,6 +158,9 @@ constexpr auto sqrt(A a) { return unary_fn<sqrt_op>{}(a); }
 /// `tanh(a)`, elementwise.
 template <expression A>
 constexpr auto tanh(A a) { return unary_fn<tanh_op>{}(a); }
+/// `erf(a)`, elementwise error function.
+template <expression A>
+constexpr auto erf(A a) { return unary_fn<erf_op>{}(a); }
 /// `sigmoid(a) = 1 / (1 + exp(-a))`, elementwise.
 template <expression A>
 constexpr auto sigmoid(A a) { return unary_fn<sigmoid_op>{}(a); }
@@ -165,6 +182,13 @@ constexpr auto sign(A a) { return unary_fn<sign_op>{}(a); }
 
 template <std::size_t I, class Self, class G, class A>
 constexpr auto softplus_op::vjp(Self, [[maybe_unused]] G g, [[maybe_unused]] A a) { return hadamard(g, sigmoid(a)); }
+
+/// d erf(a) = 2/sqrt(pi) exp(-a^2) da
+template <std::size_t I, class Self, class G, class A>
+constexpr auto erf_op::vjp(Self, [[maybe_unused]] G g, [[maybe_unused]] A a) {
+    constexpr auto two_over_sqrt_pi = c<11283791670955126, 10000000000000000>;
+    return hadamard(g, hadamard(two_over_sqrt_pi, exp(-ipow<2>(a))));
+}
 
 template <class Op>
 template <expression A>
@@ -205,6 +229,18 @@ struct gelu_fn {
     }
 };
 inline constexpr gelu_fn gelu{};
+
+/// `gelu_exact(a)`, erf form: `a/2 * (1 + erf(a / sqrt(2)))` (PyTorch's `nn.GELU()`
+/// default). 1/sqrt(2) enters as the rational 7071067811865475 / 10^16 (exact to double
+/// precision).
+struct gelu_exact_fn {
+    template <expression A>
+    constexpr auto operator()([[maybe_unused]] A a) const {
+        constexpr auto k = c<7071067811865475, 10000000000000000>;
+        return hadamard(hadamard(c<1, 2>, a), c<1> + erf(hadamard(k, a)));
+    }
+};
+inline constexpr gelu_exact_fn gelu_exact{};
 
 /// `l2_normalize(v) = v / sqrt(sum(v^2))`. Not defined at v = 0.
 struct l2_normalize_fn {
