@@ -1,5 +1,5 @@
 // mnemo_bench --config NAME [--threads N] [--json] [--seconds S] [--tokens T] [--checkpoint C]
-//             [--dual-block N] [--no-dual]
+//             [--dual-block N] [--no-dual] [--mode meta|dx|layer]
 //
 // Times one meta-gradient step of a benchmark configuration (seed, seq64, batch64, mlp64,
 // chunk64, big256): warm-up, then timed steps for a few seconds. With --json it prints one
@@ -9,7 +9,10 @@
 // always runs on one thread (per worker). --tokens overrides the sequence length and
 // --checkpoint the checkpoint interval (memory measurements); --dual-block the block size
 // of the dual form (run_options::dual_block) and --no-dual runs the compiled step token by
-// token instead (run_options::dual_form = false): for tuning and ablations.
+// token instead (run_options::dual_form = false): for tuning and ablations. --mode dx also
+// returns the gradient with respect to the tokens (run_options::token_gradient); --mode
+// layer times the layer interface: forward(context), dY of the mse loss, backward(context,
+// dY) with the gradients of the meta-parameters, the tokens and the initial states.
 //
 // --config sgemm256 times one single-thread OpenBLAS sgemm, C = A B with n = 256, instead;
 // its "gflops" is 2 n^3 per median time (loss and tokens_per_s are 0).
@@ -25,7 +28,7 @@ namespace {
 int usage(const char* argv0) {
     std::fprintf(stderr,
                  "usage: %s --config seed|seq64|batch64|mlp64|chunk64|big256|sgemm256 [--threads N] [--json] [--seconds S] "
-                 "[--tokens T] [--checkpoint C] [--runs N] [--dual-block N] [--no-dual]\n",
+                 "[--tokens T] [--checkpoint C] [--runs N] [--dual-block N] [--no-dual] [--mode meta|dx|layer]\n",
                  argv0);
     return 2;
 }
@@ -67,6 +70,11 @@ int main(int argc, char** argv) {
             else if (a == "--runs") o.max_runs = number(to_int);
             else if (a == "--dual-block") o.dual_block = number(to_size);
             else if (a == "--no-dual") o.dual_form = false;
+            else if (a == "--mode") {
+                o.mode = next();
+                if (o.mode != "meta" && o.mode != "dx" && o.mode != "layer")
+                    throw std::invalid_argument("--mode takes meta, dx or layer, not '" + o.mode + "'");
+            }
             else return usage(argv[0]);
         }
     } catch (const std::exception& e) {
@@ -89,10 +97,10 @@ int main(int argc, char** argv) {
     else return usage(argv[0]);
 
     if (json)
-        std::printf("{\"name\": \"%s\", \"threads\": %d, \"median_s\": %.6g, \"min_s\": %.6g, \"runs\": %d, \"loss\": "
+        std::printf("{\"name\": \"%s\", \"mode\": \"%s\", \"threads\": %d, \"median_s\": %.6g, \"min_s\": %.6g, \"runs\": %d, \"loss\": "
                     "%.6g, \"tokens_per_s\": %.6g, \"peak_rss_mb\": %.1f, \"gflops\": %.6g}\n",
-                    r.name.c_str(), r.threads, r.median_s, r.min_s, r.runs, r.loss, r.tokens_per_s, r.peak_rss_mb,
-                    r.gflops);
+                    r.name.c_str(), r.mode.c_str(), r.threads, r.median_s, r.min_s, r.runs, r.loss, r.tokens_per_s,
+                    r.peak_rss_mb, r.gflops);
     else if (o.config == "sgemm256")
         std::printf("%s: n=%zu threads=%d  median %.3f ms  min %.3f ms  (%d runs)  %.1f GFLOP/s  peak RSS %.1f MB\n",
                     r.name.c_str(), r.d, r.threads, r.median_s * 1e3, r.min_s * 1e3, r.runs, r.gflops, r.peak_rss_mb);

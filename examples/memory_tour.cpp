@@ -125,19 +125,18 @@ void linear_tour() {
 
     // The meta-parameters and the hyperparameters, both zero-initialised with their shapes.
     using memory_type = mm::sequence_memory<linear_memory, double>;
-    using sy = mm::step_symbols<linear_memory>;
     using gates = mm::data_gates<d>;
     memory_type::parameters_type params;
     memory_type::hyperparameters_type hyper;
     reference::fill_det(params.m0<0>(), 0.5, 0.1);  // M0: the memory before the first token
-    reference::fill_det(params[sy::wk{}], 1.5, 0.15);
-    reference::fill_det(params[sy::wv{}], 2.5, 0.15);
-    reference::fill_det(params[sy::wq{}], 3.5, 0.15);
-    reference::fill_det(params[gates::wa], 5.5, 0.2);
-    reference::fill_det(params[gates::we], 6.5, 0.2);
-    reference::fill_det(params[gates::wt], 7.5, 0.2);
-    params[gates::ba] = -2.0;  // forget little
-    params[gates::be] = 1.0;
+    reference::fill_det(params.get<"WK">(), 1.5, 0.15);
+    reference::fill_det(params.get<"WV">(), 2.5, 0.15);
+    reference::fill_det(params.get<"WQ">(), 3.5, 0.15);
+    reference::fill_det(params.get<"wa">(), 5.5, 0.2);
+    reference::fill_det(params.get<"we">(), 6.5, 0.2);
+    reference::fill_det(params.get<"wt">(), 7.5, 0.2);
+    params.get<"ba">() = -2.0;  // forget little
+    params.get<"be">() = 1.0;
     hyper[gates::theta_max] = 0.1;
 
     std::printf("  meta-parameters:");
@@ -156,16 +155,16 @@ void linear_tour() {
     const auto r = memory.meta_gradient(params, hyper, tokens, targets);
     std::printf("  loss %.6f (mean over the %zu tokens of %zu sequences)\n", r.loss, T, B);
     std::printf("  |dL/dM0| %.4e  |dL/dWK| %.4e  |dL/dwa| %.4e  |dL/dba| %.4e\n", norm(r.grads.m0<0>()),
-                norm(r.grads[sy::wk{}]), norm(r.grads[gates::wa]), norm(r.grads[gates::ba]));
+                norm(r.grads.get<"WK">()), norm(r.grads.get<"wa">()), norm(r.grads.get<"ba">()));
     std::printf("  inner loss at the last token of sequence 0: %.4f\n", r.surprise(0, T - 1));
 
     // The meta-gradient is exact: compare two entries with central differences of the loss.
     auto loss = [&] { return memory.forward(params, hyper, tokens, targets).loss; };
-    const double fd_wk = central_difference(params[sy::wk{}](2, 3), loss);
-    const double fd_ba = central_difference(params[gates::ba](), loss);
-    std::printf("  dL/dWK(2, 3): exact %.10e, finite differences %.10e\n", r.grads[sy::wk{}](2, 3), fd_wk);
-    expect(close_to(fd_wk, r.grads[sy::wk{}](2, 3)), "dL/dWK(2, 3) equals finite differences");
-    expect(close_to(fd_ba, r.grads[gates::ba]()), "dL/dba equals finite differences");
+    const double fd_wk = central_difference(params.get<"WK">()(2, 3), loss);
+    const double fd_ba = central_difference(params.get<"ba">()(), loss);
+    std::printf("  dL/dWK(2, 3): exact %.10e, finite differences %.10e\n", r.grads.get<"WK">()(2, 3), fd_wk);
+    expect(close_to(fd_wk, r.grads.get<"WK">()(2, 3)), "dL/dWK(2, 3) equals finite differences");
+    expect(close_to(fd_ba, r.grads.get<"ba">()()), "dL/dba equals finite differences");
 
     // Checkpointing changes the memory used, not the result. (These short sequences keep
     // every state by default: they fit in run_options::state_budget_bytes.)
@@ -215,7 +214,7 @@ void linear_tour() {
     xt::xtensor<double, 3> head_targets(std::array<std::size_t, 3>{B, T, 2 * d});
     reference::fill_det(head_targets, 9.5, 0.35);
     const auto rh = heads.meta_gradient(head_params, hyper, tokens, head_targets);
-    std::printf("  two heads: loss %.6f, |dL/dWQ| of head 1 %.4e\n", rh.loss, norm(rh.grads[1][sy::wq{}]));
+    std::printf("  two heads: loss %.6f, |dL/dWQ| of head 1 %.4e\n", rh.loss, norm(rh.grads[1].get<"WQ">()));
 
     // Bad input is refused before any work, with the sequence and the token.
     xt::xtensor<double, 3> bad = tokens;
@@ -235,7 +234,6 @@ void linear_tour() {
 void mlp_tour() {
     std::printf("residual MLP memory, custom inner loss and rule, d = %zu\n", d2);
     using memory_type = mm::sequence_memory<mlp_memory, double>;
-    using sy = mm::step_symbols<mlp_memory>;
     using params_type = memory_type::parameters_type;
 
     // Which symbols are meta-parameters is derived from the step at compile time.
@@ -247,10 +245,10 @@ void mlp_tour() {
     memory_type::hyperparameters_type hyper;
     reference::fill_det(params.m0<0>(), 0.5, 0.3);  // W1 (16, 8)
     reference::fill_det(params.m0<1>(), 0.9, 0.3);  // W2 (8, 16); the biases stay 0
-    reference::fill_det(params[sy::wk{}], 1.5, 0.15);
-    reference::fill_det(params[sy::wv{}], 2.5, 0.15);
-    reference::fill_det(params[sy::wq{}], 3.5, 0.15);
-    params[weighted_l2<d2>::weight].fill(1.0);
+    reference::fill_det(params.get<"WK">(), 1.5, 0.15);
+    reference::fill_det(params.get<"WV">(), 2.5, 0.15);
+    reference::fill_det(params.get<"WQ">(), 3.5, 0.15);
+    params.get<"lw">().fill(1.0);
     hyper[mm::const_gates::eta] = 0.9;
     hyper[mm::const_gates::alpha] = 0.01;
     hyper[mm::const_gates::theta] = 0.02;  // inner steps too large make the memory diverge
@@ -271,9 +269,9 @@ void mlp_tour() {
     });
 
     auto loss = [&] { return memory.forward(params, hyper, tokens, targets, opt).loss; };
-    const double fd_weight = central_difference(params[weighted_l2<d2>::weight](1), loss);
+    const double fd_weight = central_difference(params.get<"lw">()(1), loss);
     const double fd_b1 = central_difference(params.m0<2>()(3), loss);
-    expect(close_to(fd_weight, r.grads[weighted_l2<d2>::weight](1)), "dL/dlw(1) equals finite differences");
+    expect(close_to(fd_weight, r.grads.get<"lw">()(1)), "dL/dlw(1) equals finite differences");
     expect(close_to(fd_b1, r.grads.m0<2>()(3)), "dL/dM0[2](3) equals finite differences");
 }
 

@@ -28,10 +28,15 @@ struct options {
     std::size_t dual_block = 0;  // run_options::dual_block (0: the default)
     bool dual_form = true;       // run_options::dual_form
     int max_runs = 0;            // 0: as many as fit in `seconds`
+    /// "meta": meta_gradient (the default); "dx": meta_gradient that also returns the token
+    /// gradient (run_options::token_gradient); "layer": the layer interface, forward(context)
+    /// then backward(context, dY) with dY of the mse loss formed here, returning dL/dX.
+    std::string mode = "meta";
 };
 
 struct result {
     std::string name;
+    std::string mode = "meta";
     int threads = 1;
     double median_s = 0, min_s = 0;
     int runs = 0;
@@ -132,14 +137,36 @@ result run(const std::string& name, std::size_t batch, std::size_t length, std::
     r.batch = batch;
     r.length = length;
     r.d = d;
+    r.mode = opt.mode;
     // As in a training loop: the result is kept between steps (no allocation once warm).
     typename memory_type::result out;
-    time_steps(
-        [&] {
-            memory.meta_gradient(out, p, h, tokens, targets, ro);
-            r.loss = double(out.loss);
-        },
-        1, opt, r);
+    typename memory_type::context ctx;
+    typename memory_type::layer_gradients g;
+    xt::xtensor<T, 3> dY = xt::zeros_like(targets);
+    ro.token_gradient = opt.mode == "dx";
+    if (opt.mode == "layer") {
+        const T scale = T(2) / T(batch * length * memory_type::d_out);
+        time_steps(
+            [&] {
+                const auto& Y = memory.forward(ctx, p, h, tokens, ro);
+                double loss = 0;
+                for (std::size_t k = 0; k < Y.size(); ++k) {
+                    const T e = Y.data()[k] - targets.data()[k];
+                    loss += double(e) * double(e);
+                    dY.data()[k] = scale * e;
+                }
+                memory.backward(ctx, dY, g);
+                r.loss = loss / double(Y.size());
+            },
+            1, opt, r);
+    } else {
+        time_steps(
+            [&] {
+                memory.meta_gradient(out, p, h, tokens, targets, ro);
+                r.loss = double(out.loss);
+            },
+            1, opt, r);
+    }
     r.tokens_per_s = double(batch * length) / r.median_s;
     r.gflops = 54.0 * double(batch) * double(length) * double(d) * double(d) / r.median_s / 1e9;
     r.peak_rss_mb = peak_rss_mb();

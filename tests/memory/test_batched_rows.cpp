@@ -39,11 +39,49 @@ constexpr bool layout_as_expected() {
     static_assert(Rows::template batched<wt> && Rows::template rows_of<wt>() == 1);
     static_assert(!Rows::template batched<ba> && Rows::template rows_of<ba>() == 0);
     static_assert(Rows::width == 3 * D + 3);
+    // The token gradient: every term batched, once per meta that multiplies the token.
+    static_assert(!Rows::has_token_rest);
+    static_assert(Rows::template token_uses<sy::wk> == 1 && Rows::template token_uses<sy::wv> == 1 &&
+                  Rows::template token_uses<sy::wq> == 1);
+    static_assert(Rows::template token_uses<wa> == 1 && Rows::template token_uses<we> == 1 &&
+                  Rows::template token_uses<wt> == 1);
+    static_assert(Rows::template token_uses<ba> == 0);
     return true;
 }
 // The sequential and the chunked step.
 static_assert(layout_as_expected<rows_of_step<mm::step<spec, false, false>>>());
 static_assert(layout_as_expected<rows_of_step<mm::step<spec, true, false>>>());
+
+// The token gradient of the other memories the library ships: no term left per token.
+template <class Spec>
+constexpr bool token_gradient_batched() {
+    using step_t = mm::step<Spec, false, false>;
+    using m = mm::sequence_memory<Spec, double>;
+    return !mm::detail::batched_rows<std::remove_cvref_t<decltype(step_t::phi)>,
+                                     typename mm::step_symbols<Spec>::token, typename m::meta_list>::has_token_rest;
+}
+static_assert(token_gradient_batched<mm::spec<D, mm::linear<D>, mm::l2_loss, mm::titans_rule, mm::const_gates, mm::mse>>());
+static_assert(token_gradient_batched<mm::spec<D, mm::mlp<mm::silu_act, false, D, 8>, mm::l2_loss, mm::titans_rule,
+                                              mm::data_gates<D>, mm::mse>>());
+static_assert(token_gradient_batched<mm::spec<D, mm::linear<D>, mm::l2_loss, mm::delta_rule, mm::data_gates<D>,
+                                              mm::mse, true>>());  // normalised keys and queries
+
+// A token that also enters outside a projection or a gate's weights (here a gate reads
+// sum(x)): that part of its gradient is the step's, per token (checked against finite
+// differences below).
+struct sum_gates {
+    static constexpr auto eta = mnemo::scalar<"eta">;
+    static constexpr auto alpha = mnemo::scalar<"alpha">;
+    static constexpr auto theta = mnemo::scalar<"theta">;
+    using fixed = mnemo::type_list<std::remove_cv_t<decltype(eta)>, std::remove_cv_t<decltype(alpha)>,
+                                   std::remove_cv_t<decltype(theta)>>;
+    template <class X>
+    static constexpr auto make(X x) {
+        return mm::make_gates(eta, alpha * mnemo::sigmoid(mnemo::sum(x)), theta);
+    }
+};
+using spec_rest = mm::spec<D, mm::linear<D>, mm::l2_loss, mm::titans_rule, sum_gates, mm::mse>;
+static_assert(!token_gradient_batched<spec_rest>());
 
 }  // namespace
 
@@ -93,4 +131,34 @@ TEST_CASE("batched rows: A^T X per meta-parameter equals the sum over the tokens
     check_matrix(sy::wq{});
     CHECK(worst < 1e-14);
     CHECK(grads[gates::ba]() == before_ba);  // not batched: add leaves it alone
+}
+
+TEST_CASE("a token gradient with a part per token: against finite differences") {
+    using memory_rest = mm::sequence_memory<spec_rest, double>;
+    memory_rest memory;
+    memory_rest::parameters_type p;
+    memory_rest::hyperparameters_type h;
+    fill_by_name(p, [](const std::string& name, std::size_t i) { return reference_value(name, i, 0.1); });
+    h[sum_gates::eta] = 0.9;
+    h[sum_gates::alpha] = 0.2;
+    h[sum_gates::theta] = 0.1;
+    auto x = det_batch(2, 9, D, 4.5, 1.0);
+    const auto target = det_batch(2, 9, D, 8.5, 1.0);
+    for (const auto& [chunk, dual] : {std::pair{1, true}, std::pair{1, false}, std::pair{3, true}, std::pair{3, false}}) {
+        CAPTURE(chunk);
+        CAPTURE(dual);
+        mm::run_options opt;
+        opt.chunk = std::size_t(chunk);
+        opt.dual_form = dual;
+        opt.token_gradient = true;
+        const auto r = memory.meta_gradient(p, h, x, target, opt);
+        double worst = 0;
+        for (std::size_t k = 0; k < x.size(); ++k) {
+            const double fd = mnemo_test::fd::central_diff(
+                x.data()[k], [&] { return double(memory.forward(p, h, x, target, opt).loss); });
+            worst = std::max(worst, mnemo_test::fd::rel_err(fd, r.token_grads.data()[k], 1e-6));
+        }
+        MESSAGE("worst relative error of dL/dX " << worst);
+        CHECK(worst <= 1e-7);
+    }
 }

@@ -137,8 +137,13 @@ struct analysis {
         using S = typename sy::template surprise<0>;
         using G = symbol<"g~", typename P::shape>;
         using u = decltype(Spec::rule::apply(P{}, S{}, G{}, step<Spec, true, false>::gates));
-        static constexpr bool value = scalar_linear<unwrap_t<decltype(u{}.p_next)>, P, S, G>::value &&
-                                      scalar_linear<unwrap_t<decltype(u{}.s_next)>, P, S, G>::value;
+        template <class U, bool Ok = memory::detail::rule_result<U>>
+        struct linear_update : std::false_type {};  // (not a rule's result: step.hpp says so)
+        template <class U>
+        struct linear_update<U, true>
+            : std::bool_constant<scalar_linear<unwrap_t<decltype(U{}.p_next)>, P, S, G>::value &&
+                                 scalar_linear<unwrap_t<decltype(U{}.s_next)>, P, S, G>::value> {};
+        static constexpr bool value = linear_update<u>::value;
     };
 
     using inner_expr = decltype(Spec::inner_loss::apply(typename ds::pred{}, typename ds::value{}));
@@ -181,7 +186,6 @@ class dual_kernels {
     static constexpr auto inner = Spec::inner_loss::apply(typename ds::pred{}, typename ds::value{});
     static constexpr auto inner_u = grad(inner, typename ds::pred{});
     static constexpr auto inner_phi = sum(hadamard(typename ds::u{}, inner_u));
-    static constexpr auto outer = Spec::outer_loss::apply(typename ds::y{}, typename sy::target{});
 
     static constexpr auto feat_phi =
         sum(hadamard(typename ds::dk{}, st::k)) + sum(hadamard(typename ds::dv{}, st::v)) +
@@ -190,10 +194,13 @@ class dual_kernels {
 
     // A meta-parameter whose per-token gradient is `outer(a, x)` (a projection of the token)
     // is summed over a chunk as one product A^T X: the plan computes only the vector `a`.
+    // The token gradient's terms through those metas are the products A M (batched_rows);
+    // any other term of it is the plan's last output.
     using rows = detail::batched_rows<std::remove_cvref_t<decltype(feat_phi)>, typename sy::token, Metas>;
     template <class... M>
     static auto make_feat_bwd(mnemo::detail::list<M...>) {
-        return compile<T>(rows::template output<M>()...);
+        if constexpr (rows::has_token_rest) return compile<T>(rows::template output<M>()..., typename rows::token_rest{});
+        else return compile<T>(rows::template output<M>()...);
     }
     static constexpr std::size_t batched_width = rows::width;
 
@@ -224,13 +231,11 @@ class dual_kernels {
     using feat_plan = decltype(compile<T>(feature(st::k), feature(st::v), feature(st::q), ca, cb, cc, ce, cf));
     using inner_plan = decltype(compile<T>(inner_u, inner));
     using inner_bwd_plan = decltype(compile<T>(grad(inner_phi, typename ds::pred{}), grad(inner_phi, typename ds::value{})));
-    using outer_plan = decltype(compile<T>(outer, grad(outer, typename ds::y{})));
     using feat_bwd_plan = decltype(make_feat_bwd(Metas{}));
 
     feat_plan m_feat;
     inner_plan m_inner;
     inner_bwd_plan m_inner_bwd;
-    outer_plan m_outer;
     feat_bwd_plan m_feat_bwd;
 
     // --- Binding: every symbol to a pointer. ---------------------------------------------
@@ -238,7 +243,6 @@ class dual_kernels {
         const void* params;
         const void* hyper;
         const T* x = nullptr;
-        const T* target = nullptr;
         const T* pred = nullptr;
         const T* value = nullptr;
         const T* u = nullptr;
@@ -252,7 +256,6 @@ class dual_kernels {
     template <class Params, class Hyper, class Sym>
     static const T* resolve(const sources& s) {
         if constexpr (std::is_same_v<Sym, typename sy::token>) return s.x;
-        else if constexpr (std::is_same_v<Sym, typename sy::target>) return s.target;
         else if constexpr (std::is_same_v<Sym, typename ds::pred>) return s.pred;
         else if constexpr (std::is_same_v<Sym, typename ds::value>) return s.value;
         else if constexpr (std::is_same_v<Sym, typename ds::u>) return s.u;
@@ -284,11 +287,8 @@ class dual_kernels {
         return *p.template data<I>();
     }
 
-    // --- Work space (reused between calls: no allocation once warm). ---------------------
-    std::vector<T> m_seq;     // per-token quantities of the whole sequence
-    std::vector<T> m_chunk;   // per-chunk scratch
-    std::vector<T> m_starts;            // the state at every block start (M, S)
-    std::vector<std::size_t> m_blocks;  // the blocks' first tokens, and the length
+    // --- Scratch of one block (reused between calls: no allocation once warm). ------------
+    std::vector<T> m_chunk;
 
     // Scalar recurrences of one chunk of length bl: alpha, beta, eps (bl), Gamma, Phi (bl x bl).
     static void coefficients(const T* coef, std::size_t bl, std::size_t b, T* al, T* be, T* ep, T* Ga, T* Ph) {
@@ -324,8 +324,20 @@ class dual_kernels {
     }
 
 public:
-    /// Forward (and, when `backward`, the backward) of one sequence whose first token starts
-    /// a chunk of `chunk` tokens. The state holds (M, S, G); see `sequence_memory`.
+    /// What a forward keeps for its backward: the per-token quantities of the sequence and
+    /// the state at every block start. Owned by the caller (one per sequence of a layer's
+    /// forward, or one reused per thread), reused between calls: no allocation once warm.
+    struct tape {
+        std::vector<T> seq;                // per-token quantities (see `frame`)
+        std::vector<T> starts;             // the state (M, S) at every block start
+        std::vector<std::size_t> blocks;   // the blocks' first tokens, and the length
+        std::size_t len = 0, chunk = 1, block = 1;
+        bool write_g = false;
+    };
+
+    /// Forward of one sequence whose first token starts a chunk of `chunk` tokens. The
+    /// state holds (M, S, G); see `sequence_memory`. `y_out` receives the retrievals (len,
+    /// dout), `surprise` the inner losses. With `record`, `tp` keeps what `backward` needs.
     ///
     /// The run goes in blocks of whole chunks (`block`, a multiple of `chunk`). Within a
     /// block from (M0, S0), token t takes its inner gradient at the memory after token
@@ -342,69 +354,40 @@ public:
     /// (2 bl, di) matrix [K; Q], so [K; Q] [M0; S0]^T, [K; Q] K^T and their adjoints are one
     /// product each.
     template <class Params, class Hyper>
-    void run_sequence(const Params& p, const Hyper& h, const T* tok, const T* tgt, std::size_t len, std::size_t chunk,
-                      std::size_t b, bool write_g, T scale, T* state, T* y_out, T* surprise, T& loss, bool backward,
-                      const T* final_adj, Params* grads, T* initial_adj) {
+    void forward(tape& tp, const Params& p, const Hyper& h, const T* tok, std::size_t len, std::size_t chunk,
+                 std::size_t b, bool write_g, T* state, T* y_out, T* surprise, bool record) {
         // Block starts: every b tokens, and (write_g) at the last chunk's start.
         const std::size_t last_chunk = ((len - 1) / chunk) * chunk;
-        m_blocks.clear();
+        tp.len = len;
+        tp.chunk = chunk;
+        tp.block = b;
+        tp.write_g = write_g;
+        tp.blocks.clear();
         for (std::size_t t0 = 0; t0 < len;) {
-            m_blocks.push_back(t0);
+            tp.blocks.push_back(t0);
             std::size_t t1 = std::min(t0 + b, len);
             if (write_g && t0 < last_chunk && t1 > last_chunk)
                 t1 = last_chunk;
             t0 = t1;
         }
-        const std::size_t nblocks = m_blocks.size(), bb = b * b;
-        m_blocks.push_back(len);
-        // Per-token quantities of the sequence.
-        carve sq;
-        const std::size_t oK = sq(len * di), oV = sq(len * dout), oQ = sq(len * di), oP = sq(len * dout),
-                          oU = sq(len * dout), oY = sq(len * dout), odY = sq(len * dout), oC = sq(5 * len),
-                          oAKQ = sq(4 * len * dout), oKQK = sq(2 * len * b), oKQ = sq(2 * len * di),
-                          coef_size = 3 * b + 2 * bb, oCo = sq(nblocks * coef_size);
-        m_seq.resize(sq.size);
-        T* const sb = m_seq.data();
-        T *K = sb + oK, *V = sb + oV, *Q = sb + oQ, *P = sb + oP, *U = sb + oU, *Y = sb + oY, *dY = sb + odY,
-          *C = sb + oC,
-          *AKQ = sb + oAKQ,      // per block: [K; Q] [M0; S0]^T, (2 bl, 2 dout)
-              *KQK = sb + oKQK,  // per block: [K; Q] K^T, (2 bl, bl)
-                *KQs = sb + oKQ,   // per block: [K; Q], (2 bl, di)
-                    *Co = sb + oCo;  // per block: alpha, beta, eps (b), Gamma, Phi (b x b)
-        // Block scratch.
-        const std::size_t wmax = std::max(di, dout);
-        carve cs;
-        const std::size_t cW = cs(bb), cKf = cs(2 * b * di);
-        // Backward only.
-        const std::size_t cdGa = cs(bb), cdPh = cs(bb), cdW = cs(bb), cdQK = cs(bb), cdKK = cs(bb), cE = cs(2 * bb),
-                          cdal = cs(b), cdbe = cs(b), cdep = cs(b), cdKQ = cs(2 * b * di), cdU = cs(b * dout),
-                          cdV = cs(b * dout), cdP = cs(b * dout), cX1 = cs(2 * b * dout), cUG = cs(2 * b * dout),
-                          cdA = cs(4 * b * dout), cdu = cs(wmax), cdcoef = cs(5 * b), cdM = cs(2 * msz),
-                          cAb = cs(b * batched_width);
-        m_chunk.resize(backward ? cs.size : cdGa);
-        T* const ch = m_chunk.data();
-        T *W = ch + cW, *Kf = ch + cKf;
-        // A block's [K; Q] and coefficients, formed in the forward and read again by the
-        // backward.
+        const std::size_t nblocks = tp.blocks.size();
+        tp.blocks.push_back(len);
+        const frame f(tp, m_chunk, false);
+        T *K = f.K, *V = f.V, *Q = f.Q, *P = f.P, *U = f.U, *C = f.C, *AKQ = f.AKQ, *KQK = f.KQK;
+        T *W = f.W, *Kf = f.Kf;
+        // A block's [K; Q] and coefficients, formed here and read again by the backward.
         T *KQ = nullptr, *al = nullptr, *be = nullptr, *ep = nullptr, *Ga = nullptr, *Ph = nullptr;
-        auto block_data = [&](std::size_t c) {
-            KQ = KQs + 2 * m_blocks[c] * di;
-            al = Co + c * coef_size;
-            be = al + b;
-            ep = be + b;
-            Ga = ep + b;
-            Ph = Ga + bb;
-        };
-        // Block c runs from the state at `start(c)` to the one at `start(c + 1)`. With the
-        // backward, the start of every block is kept in m_starts (the first copied there,
+        auto block_data = [&](std::size_t c) { f.block_data(c, KQ, al, be, ep, Ga, Ph); };
+        // Block c runs from the state at `start(c)` to the one at `start(c + 1)`. With
+        // `record`, the start of every block is kept in tp.starts (the first copied there,
         // the others written there by the block before), and the last block ends in
         // `state`; without it, every block runs in place in `state`. M, S contiguous: [M; S]
         // is one (2 dout, di) matrix.
-        if (backward) {
-            m_starts.resize(nblocks * 2 * msz);
-            std::copy_n(state, 2 * msz, m_starts.data());
+        if (record) {
+            tp.starts.resize(nblocks * 2 * msz);
+            std::copy_n(state, 2 * msz, tp.starts.data());
         }
-        auto start = [&](std::size_t c) { return backward && c < nblocks ? m_starts.data() + c * 2 * msz : state; };
+        auto start = [&](std::size_t c) { return record && c < nblocks ? tp.starts.data() + c * 2 * msz : state; };
         T* G = state + 2 * msz;
         sources src{&p, &h};
 
@@ -432,13 +415,13 @@ public:
         }
 
         for (std::size_t c = 0; c < nblocks; ++c) {
-            const std::size_t t0 = m_blocks[c], bl = m_blocks[c + 1] - t0;
+            const std::size_t t0 = tp.blocks[c], bl = tp.blocks[c + 1] - t0;
             const T* M = start(c);
             const T* S = M + msz;
             if (write_g && t0 == last_chunk)
                 std::copy_n(M, msz, G);
             const T* Vc = V + t0 * dout;
-            T *Pc = P + t0 * dout, *Uc = U + t0 * dout, *Yc = Y + t0 * dout;
+            T *Pc = P + t0 * dout, *Uc = U + t0 * dout, *Yc = y_out + t0 * dout;
             block_data(c);
             coefficients(C + 5 * t0, bl, b, al, be, ep, Ga, Ph);
             std::copy_n(K + t0 * di, bl * di, KQ);
@@ -494,19 +477,6 @@ public:
                 for (std::size_t i = 0; i < dout; ++i)
                     yt[i] += at * a[i] + bt * a[dout + i];
             }
-            // Outer losses.
-            for (std::size_t t = 0; t < bl; ++t) {
-                src.y = Yc + t * dout;
-                src.target = tgt + (t0 + t) * dout;
-                call<Params, Hyper>(m_outer, src);
-                loss += scale * scalar_out<0>(m_outer);
-                const T* gy = m_outer.template data<1>();
-                T* dy = dY + (t0 + t) * dout;
-                for (std::size_t i = 0; i < dout; ++i)
-                    dy[i] = scale * gy[i];
-                if (y_out)
-                    std::copy_n(Yc + t * dout, dout, y_out + (t0 + t) * dout);
-            }
             // End state: M' = alpha M + beta S + U^T diag(Gamma_last) K, S' = eps S + U^T
             // diag(Phi_last) K; the scaled sums in one pass, in place (no backward) or into
             // the next block's start, then the two products added to them.
@@ -532,23 +502,36 @@ public:
             gemm(true, false, dout, di, bl, T(1), Uc, dout, Kf, 2 * di, T(1), Mn, di);
             gemm(true, false, dout, di, bl, T(1), Uc, dout, Kf + di, 2 * di, T(1), Sn, di);
         }
-        if (!backward)
-            return;
+    }
 
-        // ---------------------------------------------------------------------------------
-        // Backward, block by block from the last.
-        T *dGa = ch + cdGa, *dPh = ch + cdPh, *dW = ch + cdW, *dQK = ch + cdQK, *dKK = ch + cdKK, *E = ch + cE,
-          *dal = ch + cdal, *dbe = ch + cdbe, *dep = ch + cdep, *dKQ = ch + cdKQ, *dU = ch + cdU, *dV = ch + cdV,
-          *dP = ch + cdP, *X1 = ch + cX1, *UG = ch + cUG, *dA = ch + cdA, *du = ch + cdu, *dcoef = ch + cdcoef,
-          *dM = ch + cdM, *Ab = ch + cAb;  // dM: [dM; dS]
+    /// The backward of the forward recorded in `tp` (same parameters, tokens `tok`): given
+    /// the upstream adjoint `dY` of the retrievals (len, dout) and the adjoint of the final
+    /// state (`final_adj`, M S G; none: zero), adds this sequence's meta-gradient to
+    /// `grads`, writes the adjoint of its initial state into `initial_adj` and, when `dx` is
+    /// given, the gradient with respect to its tokens (len, d) into `dx`.
+    template <class Params, class Hyper>
+    void backward(tape& tp, const Params& p, const Hyper& h, const T* tok, const T* dY, const T* final_adj,
+                  Params* grads, T* initial_adj, T* dx) {
+        const std::size_t len = tp.len, chunk = tp.chunk, b = tp.block, nblocks = tp.blocks.size() - 1, bb = b * b;
+        const bool write_g = tp.write_g;
+        const frame f(tp, m_chunk, true);
+        T *V = f.V, *P = f.P, *U = f.U, *C = f.C, *AKQ = f.AKQ, *KQK = f.KQK, *W = f.W;
+        T *KQ = nullptr, *al = nullptr, *be = nullptr, *ep = nullptr, *Ga = nullptr, *Ph = nullptr;
+        auto block_data = [&](std::size_t c) { f.block_data(c, KQ, al, be, ep, Ga, Ph); };
+        sources src{&p, &h};
+        T *dGa = f.dGa, *dPh = f.dPh, *dW = f.dW, *dQK = f.dQK, *dKK = f.dKK, *E = f.E, *dal = f.dal, *dbe = f.dbe,
+          *dep = f.dep, *dKQ = f.dKQ, *dU = f.dU, *dV = f.dV, *dP = f.dP, *X1 = f.X1, *UG = f.UG, *dA = f.dA,
+          *du = f.du, *dcoef = f.dcoef, *dM = f.dM, *Ab = f.Ab;  // dM: [dM; dS]
+        if (dx)
+            std::fill_n(dx, len * d, T(0));
         if (final_adj)
             std::copy_n(final_adj, 2 * msz, dM);
         else
             std::fill_n(dM, 2 * msz, T(0));
         for (std::size_t c = nblocks; c-- > 0;) {
-            const std::size_t t0 = m_blocks[c], bl = m_blocks[c + 1] - t0, L = bl - 1;
+            const std::size_t t0 = tp.blocks[c], bl = tp.blocks[c + 1] - t0, L = bl - 1;
             const bool one_chunk = bl <= chunk;  // then dKK is zero and not formed
-            const T* M0 = m_starts.data() + c * 2 * msz;  // [M0; S0]
+            const T* M0 = tp.starts.data() + c * 2 * msz;  // [M0; S0]
             const T *Vc = V + t0 * dout, *Pc = P + t0 * dout, *Uc = U + t0 * dout, *dYc = dY + t0 * dout;
             const T* Ak = AKQ + t0 * 4 * dout;
             const T* Aq = Ak + bl * 2 * dout;
@@ -754,8 +737,18 @@ public:
                 src.dcoef = dcoef + 5 * t;
                 call<Params, Hyper>(m_feat_bwd, src);
                 rows::template collect<0>(m_feat_bwd, *grads, Ab + t * batched_width);
+                if constexpr (rows::has_token_rest) {
+                    if (dx) {
+                        const T* r = m_feat_bwd.template data<Metas::size>();
+                        T* o = dx + (t0 + t) * d;
+                        for (std::size_t i = 0; i < d; ++i)
+                            o[i] += r[i];
+                    }
+                }
             }
             rows::add(*grads, Ab, tok + t0 * d, bl, d);
+            if (dx)
+                rows::add_token(p, Ab, bl, d, dx + t0 * d);
         }
         std::copy_n(dM, 2 * msz, initial_adj);
         // G: overwritten at the first chunk's start; not read by the sequential form (whose
@@ -771,6 +764,64 @@ private:
             const std::size_t o = size;
             size += n;
             return o;
+        }
+    };
+    /// The buffers of a run: the tape's per-token quantities (sized by the forward) and the
+    /// block scratch (the forward's part, or with `backward` all of it), as pointers.
+    struct frame {
+        T *K, *V, *Q, *P, *U, *C;
+        T *AKQ;  // per block: [K; Q] [M0; S0]^T, (2 bl, 2 dout)
+        T *KQK;  // per block: [K; Q] K^T, (2 bl, bl)
+        T *KQs;  // per block: [K; Q], (2 bl, di)
+        T *Co;   // per block: alpha, beta, eps (b), Gamma, Phi (b x b)
+        T *W, *Kf;
+        T *dGa = nullptr, *dPh = nullptr, *dW = nullptr, *dQK = nullptr, *dKK = nullptr, *E = nullptr,
+          *dal = nullptr, *dbe = nullptr, *dep = nullptr, *dKQ = nullptr, *dU = nullptr, *dV = nullptr,
+          *dP = nullptr, *X1 = nullptr, *UG = nullptr, *dA = nullptr, *du = nullptr, *dcoef = nullptr,
+          *dM = nullptr, *Ab = nullptr;
+        std::size_t b, coef_size;
+        const std::size_t* blocks;
+
+        frame(tape& tp, std::vector<T>& scratch, bool backward) : b(tp.block), blocks(tp.blocks.data()) {
+            const std::size_t len = tp.len, nblocks = tp.blocks.size() - 1, bb = b * b;
+            coef_size = 3 * b + 2 * bb;
+            carve sq;
+            const std::size_t oK = sq(len * di), oV = sq(len * dout), oQ = sq(len * di), oP = sq(len * dout),
+                              oU = sq(len * dout), oC = sq(5 * len), oAKQ = sq(4 * len * dout),
+                              oKQK = sq(2 * len * b), oKQ = sq(2 * len * di), oCo = sq(nblocks * coef_size);
+            if (!backward)
+                tp.seq.resize(sq.size);
+            T* const sb = tp.seq.data();
+            K = sb + oK, V = sb + oV, Q = sb + oQ, P = sb + oP, U = sb + oU, C = sb + oC, AKQ = sb + oAKQ,
+            KQK = sb + oKQK, KQs = sb + oKQ, Co = sb + oCo;
+            const std::size_t wmax = std::max(di, dout);
+            carve cs;
+            const std::size_t cW = cs(bb), cKf = cs(2 * b * di), forward_size = cs.size;
+            const std::size_t cdGa = cs(bb), cdPh = cs(bb), cdW = cs(bb), cdQK = cs(bb), cdKK = cs(bb),
+                              cE = cs(2 * bb), cdal = cs(b), cdbe = cs(b), cdep = cs(b), cdKQ = cs(2 * b * di),
+                              cdU = cs(b * dout), cdV = cs(b * dout), cdP = cs(b * dout), cX1 = cs(2 * b * dout),
+                              cUG = cs(2 * b * dout), cdA = cs(4 * b * dout), cdu = cs(wmax), cdcoef = cs(5 * b),
+                              cdM = cs(2 * msz), cAb = cs(b * batched_width);
+            const std::size_t need = backward ? cs.size : forward_size;
+            if (scratch.size() < need)
+                scratch.resize(need);
+            T* const ch = scratch.data();
+            W = ch + cW, Kf = ch + cKf;
+            if (backward) {
+                dGa = ch + cdGa, dPh = ch + cdPh, dW = ch + cdW, dQK = ch + cdQK, dKK = ch + cdKK, E = ch + cE,
+                dal = ch + cdal, dbe = ch + cdbe, dep = ch + cdep, dKQ = ch + cdKQ, dU = ch + cdU, dV = ch + cdV,
+                dP = ch + cdP, X1 = ch + cX1, UG = ch + cUG, dA = ch + cdA, du = ch + cdu, dcoef = ch + cdcoef,
+                dM = ch + cdM, Ab = ch + cAb;
+            }
+        }
+        /// Block c's [K; Q] and coefficients.
+        void block_data(std::size_t c, T*& KQ, T*& al, T*& be, T*& ep, T*& Ga, T*& Ph) const {
+            KQ = KQs + 2 * blocks[c] * di;
+            al = Co + c * coef_size;
+            be = al + b;
+            ep = be + b;
+            Ga = ep + b;
+            Ph = Ga + b * b;
         }
     };
     /// The adjoint through a block's end state M' = a M + b S + T1, S' = e S + T2, in one

@@ -3,8 +3,11 @@
 /// Containers for a memory's meta-parameters (and their gradients) and hyperparameters,
 /// indexed by symbol.
 
+#include <array>
 #include <boost/hana.hpp>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "mnemo/detail/xtensor.hpp"
 #include "mnemo/memory/step.hpp"
@@ -32,7 +35,7 @@ struct meta_symbols<Spec, Fixed, mnemo::detail::list<Syms...>> {
     static constexpr bool is_meta = !is_state<S>(std::make_index_sequence<sy::n>{}) &&
                                     !std::is_same_v<S, typename sy::token> &&
                                     !std::is_same_v<S, typename sy::target> &&
-                                    !std::is_same_v<S, typename sy::loss_scale> &&
+                                    !std::is_same_v<S, typename sy::retrieval_adjoint> &&
                                     !mnemo::detail::contains_type_v<Fixed, S>;
     using type = typename mnemo::detail::list_cat<
         std::conditional_t<is_meta<Syms>, mnemo::detail::list<Syms>, mnemo::detail::list<>>...>::type;
@@ -101,6 +104,33 @@ public:
     template <class Sym>
     static constexpr bool has(Sym) { return detail::position<Sym>(meta_list{}) < sizeof...(Metas); }
 
+    /// The tensor called `Name`: "M0[0]", "M0[1]", ... for the initial memory, else the
+    /// symbol's name ("WK", "WV", "WQ", a gate's "wa", a model's own symbol, ...). The one
+    /// way to name every meta-parameter: `params.get<"WK">()`, `params.get<"wa">()`.
+    template <fixed_string Name>
+    auto& get() {
+        constexpr std::size_t i = index_of(Name.view());
+        static_assert(i < sizeof...(Shapes) + sizeof...(Metas), "mnemo: the memory has no meta-parameter of this name.");
+        if constexpr (i < sizeof...(Shapes)) return boost::hana::at_c<i>(m_m0);
+        else return boost::hana::at_c<i - sizeof...(Shapes)>(m_meta);
+    }
+    template <fixed_string Name>
+    const auto& get() const {
+        return const_cast<parameters*>(this)->template get<Name>();
+    }
+    /// Whether the memory has a meta-parameter called `name`.
+    static constexpr bool has_named(std::string_view name) {
+        return index_of(name) < sizeof...(Shapes) + sizeof...(Metas);
+    }
+    /// The names of every tensor, in the order of `for_each`.
+    static std::vector<std::string> names() {
+        std::vector<std::string> out;
+        for (std::size_t i = 0; i < sizeof...(Shapes); ++i) out.push_back("M0[" + std::to_string(i) + "]");
+        for (std::string_view v : std::array<std::string_view, sizeof...(Metas) + 1>{Metas::name()..., ""})
+            if (!v.empty()) out.emplace_back(v);
+        return out;
+    }
+
     /// `f(name, tensor)` for every tensor: "M0[0]", "M0[1]", ..., then each symbol's name.
     template <class F>
     void for_each(F&& f) const {
@@ -110,6 +140,17 @@ public:
         constexpr std::array<std::string_view, sizeof...(Metas) + 1> names{Metas::name()..., ""};
         boost::hana::for_each(m_meta, [&](const auto& t) { f(std::string(names[j++]), t); });
     }
+    /// The same with each tensor mutable, `f(name, tensor&)`: how an optimizer or an
+    /// initialiser walks the parameters (and, in the same order, their gradients).
+    template <class F>
+    void for_each(F&& f) {
+        std::size_t i = 0;
+        boost::hana::for_each(m_m0, [&](auto& t) { f("M0[" + std::to_string(i++) + "]", t); });
+        std::size_t j = 0;
+        constexpr std::array<std::string_view, sizeof...(Metas) + 1> names{Metas::name()..., ""};
+        boost::hana::for_each(m_meta, [&](auto& t) { f(std::string(names[j++]), t); });
+    }
+    /// `f(tensor&)` for every tensor, in the order of `for_each`.
     template <class F>
     void for_each_mutable(F&& f) {
         boost::hana::for_each(m_m0, [&](auto& t) { f(t); });
@@ -117,6 +158,17 @@ public:
     }
 
 private:
+    static constexpr std::size_t index_of(std::string_view name) {
+        constexpr std::size_t n0 = sizeof...(Shapes);
+        if (name.size() == 5 && name.substr(0, 3) == "M0[" && name[4] == ']' && name[3] >= '0' &&
+            std::size_t(name[3] - '0') < n0)
+            return std::size_t(name[3] - '0');
+        constexpr std::array<std::string_view, sizeof...(Metas) + 1> names{Metas::name()..., ""};
+        for (std::size_t k = 0; k < sizeof...(Metas); ++k)
+            if (names[k] == name) return n0 + k;
+        return n0 + sizeof...(Metas);
+    }
+
     boost::hana::tuple<typename detail::tensor_of<T, Shapes>::type...> m_m0;
     boost::hana::tuple<typename detail::tensor_of<T, typename Metas::shape>::type...> m_meta;
 };

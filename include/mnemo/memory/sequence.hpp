@@ -1,9 +1,18 @@
 #pragma once
 /// \file
 /// A test-time memory over whole sequences: the forward through every inner update and the
-/// exact meta-gradient by a backward through every inner update, with checkpointing.
+/// exact backward through every inner update, with checkpointing; as a layer (tokens in,
+/// retrievals out; upstream adjoint in, gradients of the meta-parameters, the tokens and
+/// the initial states out) and with a built-in outer loss (`meta_gradient`).
 ///
-/// Design note: no graph is kept. The state (memory, surprise, and in the chunked form the
+/// Design note: one code path. A sequence's forward records a tape (below) and writes its
+/// retrievals; its backward reads the tape and an upstream adjoint dY of the retrievals.
+/// `meta_gradient` is the layer with a loss on top: per sequence, forward, dY from the
+/// outer loss (outer_step), backward, all on one thread with one reused tape (so its memory
+/// is that of one sequence per thread); the layer's `forward(context, ...)` keeps a tape
+/// per sequence in the caller's context until `backward(context, dY)`.
+///
+/// No graph is kept. The state (memory, surprise, and in the chunked form the
 /// memory at the chunk's start) is stored every `c` tokens during the forward; the backward
 /// walks the segments from the last, recomputes the states inside a segment from its
 /// checkpoint (the last segment's states are kept by the forward itself), and runs the
@@ -31,6 +40,33 @@
 #include "mnemo/memory/step.hpp"
 
 namespace mnemo::memory {
+
+namespace detail {
+template <class E>
+inline constexpr bool always_false = false;
+}  // namespace detail
+
+/// A batch given to a memory: tokens, targets or an upstream adjoint, an
+/// `xt::xtensor<T, 3>` of shape (B, T, width) with T the memory's scalar type. Anything
+/// else is refused at compile time (a (T, d) tensor would otherwise be converted into a
+/// (B, T, d) one of garbage shape; another element type would be copied silently).
+template <class T>
+class batch_ref {
+public:
+    batch_ref(const xt::xtensor<T, 3>& a) : m_a(&a) {}
+    template <class E>
+    batch_ref(const E&) : m_a(nullptr) {
+        static_assert(detail::always_false<E>,
+                      "mnemo: tokens, targets and upstream adjoints are xt::xtensor<T, 3> of shape (B, T, width), "
+                      "T the memory's scalar type: one sequence (T, d) is a batch of one (reshape it to (1, T, d)); "
+                      "another element type or an xtensor expression is not converted implicitly (copy it into an "
+                      "xt::xtensor<T, 3> first).");
+    }
+    operator const xt::xtensor<T, 3>&() const { return *m_a; }
+
+private:
+    const xt::xtensor<T, 3>* m_a;
+};
 
 /// How a call runs.
 struct run_options {
@@ -66,6 +102,9 @@ struct run_options {
     /// With `checkpoint = 0`: the most memory, in bytes, that the kept states of one sequence
     /// may take (per thread) before checkpointing sets in.
     std::size_t state_budget_bytes = std::size_t(64) << 20;
+    /// `meta_gradient` also returns the gradient of the loss with respect to the tokens
+    /// (`result::token_grads`, (B, T, d)). The layer's `backward` always does.
+    bool token_gradient = false;
 };
 
 /// The state of one sequence's memory between calls (streaming): the memory tensors, their
@@ -79,6 +118,7 @@ struct memory_state {
 template <class Spec, class T = double, bool FirstOrder = false>
 class sequence_memory {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "mnemo: memories run in float or double.");
+    static_assert(detail::parts_disjoint<Spec>(), "mnemo: two parts of this memory share a symbol (above).");
 
 public:
     using symbols = step_symbols<Spec>;
@@ -141,7 +181,18 @@ public:
         std::vector<state_type> states;    ///< each sequence's state after its last token
         parameters_type grads;             ///< meta-gradient (meta_gradient only)
         std::vector<state_type> initial_adjoints;  ///< adjoint of each initial state (meta_gradient)
+        xt::xtensor<T, 3> token_grads;     ///< (B, T, d): dL/dX (meta_gradient with token_gradient)
     };
+
+    /// What a layer's backward returns: the gradient of the upstream loss with respect to
+    /// every meta-parameter, to the tokens, and to each sequence's initial state.
+    struct layer_gradients {
+        parameters_type grads;                     ///< dL/d(meta-parameters)
+        xt::xtensor<T, 3> tokens;                  ///< dL/dX, (B, T, d)
+        std::vector<state_type> initial_adjoints;  ///< dL/d(initial state), per sequence
+    };
+
+    class context;
 
     /// The initial state of a sequence: M0, zero surprise.
     static state_type initial_state(const parameters_type& p) {
@@ -161,8 +212,8 @@ public:
 
     /// Forward over a batch of sequences: tokens (B, T, d), targets (B, T, d_out). Each
     /// sequence starts from `initial` (one state per sequence) or else from M0.
-    result forward(const parameters_type& p, const hyperparameters_type& h, const xt::xtensor<T, 3>& tokens,
-                   const xt::xtensor<T, 3>& targets, run_options opt = {},
+    result forward(const parameters_type& p, const hyperparameters_type& h, batch_ref<T> tokens,
+                   batch_ref<T> targets, run_options opt = {},
                    const std::vector<state_type>* initial = nullptr) {
         result r;
         run(r, p, h, tokens, targets, opt, initial, nullptr, false);
@@ -170,8 +221,8 @@ public:
     }
     /// `forward` into `r`, reusing its memory: called again with the same sizes it allocates
     /// nothing (`r.grads` and `r.initial_adjoints` are left as they are).
-    void forward(result& r, const parameters_type& p, const hyperparameters_type& h, const xt::xtensor<T, 3>& tokens,
-                 const xt::xtensor<T, 3>& targets, run_options opt = {},
+    void forward(result& r, const parameters_type& p, const hyperparameters_type& h, batch_ref<T> tokens,
+                 batch_ref<T> targets, run_options opt = {},
                  const std::vector<state_type>* initial = nullptr) {
         run(r, p, h, tokens, targets, opt, initial, nullptr, false);
     }
@@ -181,8 +232,8 @@ public:
     /// a later call of the same sequences (full backpropagation across calls); without
     /// them the backward stops at this call's end. The adjoint of each initial state is
     /// returned; when a sequence started from M0 it is also added to the gradient of M0.
-    result meta_gradient(const parameters_type& p, const hyperparameters_type& h, const xt::xtensor<T, 3>& tokens,
-                         const xt::xtensor<T, 3>& targets, run_options opt = {},
+    result meta_gradient(const parameters_type& p, const hyperparameters_type& h, batch_ref<T> tokens,
+                         batch_ref<T> targets, run_options opt = {},
                          const std::vector<state_type>* initial = nullptr,
                          const std::vector<state_type>* final_adjoints = nullptr) {
         result r;
@@ -192,10 +243,39 @@ public:
     /// `meta_gradient` into `r`, reusing its memory: in a training loop that keeps `r`, a
     /// call with the same sizes allocates nothing.
     void meta_gradient(result& r, const parameters_type& p, const hyperparameters_type& h,
-                       const xt::xtensor<T, 3>& tokens, const xt::xtensor<T, 3>& targets, run_options opt = {},
+                       batch_ref<T> tokens, batch_ref<T> targets, run_options opt = {},
                        const std::vector<state_type>* initial = nullptr,
                        const std::vector<state_type>* final_adjoints = nullptr) {
         run(r, p, h, tokens, targets, opt, initial, final_adjoints, true);
+    }
+
+    // ------------------------------------------------------------------------------------
+    // The layer interface.
+
+    /// The forward of a layer: the retrievals Y (B, T, d_out) of tokens (B, T, d), each
+    /// sequence from `initial` (one state per sequence) or else from M0. `ctx` keeps what
+    /// `backward` needs (checkpoints, no graph), a copy of the parameters, options and
+    /// tokens, the retrievals (returned), the inner losses and the final states; reused
+    /// with the same sizes, it allocates nothing.
+    const xt::xtensor<T, 3>& forward(context& ctx, const parameters_type& p, const hyperparameters_type& h,
+                                     batch_ref<T> tokens, run_options opt = {},
+                                     const std::vector<state_type>* initial = nullptr);
+
+    /// The backward of the layer's forward held by `ctx`: given the upstream adjoint
+    /// `dY` = dL/dY (B, T, d_out) and, optionally, the adjoints of the final states
+    /// (`final_adjoints`, from the backward of a later call of the same sequences), writes
+    /// into `g` the gradient of L with respect to every meta-parameter (M0's includes the
+    /// adjoint of the initial state of the sequences that started from it), to the tokens,
+    /// and to each sequence's initial state. It differentiates at the forward's parameters,
+    /// options and tokens (copied by the forward); a context serves one backward. Reused
+    /// with the same sizes, `g` allocates nothing.
+    void backward(context& ctx, batch_ref<T> dY, layer_gradients& g,
+                  const std::vector<state_type>* final_adjoints = nullptr);
+    layer_gradients backward(context& ctx, batch_ref<T> dY,
+                             const std::vector<state_type>* final_adjoints = nullptr) {
+        layer_gradients g;
+        backward(ctx, dY, g, final_adjoints);
+        return g;
     }
 
 private:
@@ -203,46 +283,77 @@ private:
     // The compiled steps.
     template <class St, std::size_t... I>
     static auto make_forward(std::index_sequence<I...>) {
-        return compile<T>(St::template next_param<I>..., St::template next_surprise<I>..., St::y, St::inner_loss,
-                          St::outer_loss);
+        return compile<T>(St::template next_param<I>..., St::template next_surprise<I>..., St::y, St::inner_loss);
     }
     // A meta-parameter whose per-token gradient is `outer(a, x)` (a projection of the token)
     // gets it summed over the sequence as one product A^T X: the backward step computes only
-    // the vector `a` of each token, not the outer product.
+    // the vector `a` of each token, not the outer product. The token gradient's terms
+    // through such metas are the products A M; its other terms, if any, are the step's last
+    // output.
     template <class St>
     using rows_of = detail::batched_rows<std::remove_cvref_t<decltype(St::phi)>, typename symbols::token, meta_list>;
     template <class St, class M>
     static constexpr auto meta_output() {
         return rows_of<St>::template output<M>();
     }
+    template <class St, class... E>
+    static auto with_token_rest(E... e) {
+        if constexpr (rows_of<St>::has_token_rest) return compile<T>(e..., typename rows_of<St>::token_rest{});
+        else return compile<T>(e...);
+    }
 
     template <class St, bool Chunked, class... Metas, std::size_t... I>
     static auto make_backward(mnemo::detail::list<Metas...>, std::index_sequence<I...>) {
         if constexpr (Chunked)
-            return compile<T>(grad(St::phi, typename symbols::template param<I>{})...,
-                              grad(St::phi, typename symbols::template surprise<I>{})...,
-                              grad(St::phi, typename symbols::template grad_point<I>{})...,
-                              meta_output<St, Metas>()...);
+            return with_token_rest<St>(grad(St::phi, typename symbols::template param<I>{})...,
+                                       grad(St::phi, typename symbols::template surprise<I>{})...,
+                                       grad(St::phi, typename symbols::template grad_point<I>{})...,
+                                       meta_output<St, Metas>()...);
         else
-            return compile<T>(grad(St::phi, typename symbols::template param<I>{})...,
-                              grad(St::phi, typename symbols::template surprise<I>{})...,
-                              meta_output<St, Metas>()...);
+            return with_token_rest<St>(grad(St::phi, typename symbols::template param<I>{})...,
+                                       grad(St::phi, typename symbols::template surprise<I>{})...,
+                                       meta_output<St, Metas>()...);
     }
     using seq_forward_plan = decltype(make_forward<seq_step>(std::make_index_sequence<n>{}));
     using chunk_forward_plan = decltype(make_forward<chunk_step>(std::make_index_sequence<n>{}));
     using seq_backward_plan = decltype(make_backward<seq_step, false>(meta_list{}, std::make_index_sequence<n>{}));
     using chunk_backward_plan = decltype(make_backward<chunk_step, true>(meta_list{}, std::make_index_sequence<n>{}));
+    using outer = outer_step<Spec>;
+    using outer_plan = decltype(compile<T>(outer::loss, outer::dloss));
+    using dual_type = dual_kernels<Spec, T, FirstOrder, meta_list, fixed>;
+
+    template <bool Applies, class K>
+    struct dual_tape_of {
+        struct type {};
+    };
+    template <class K>
+    struct dual_tape_of<true, K> {
+        using type = typename K::tape;
+    };
+
+    /// How a sequence's forward ran, and what its backward reads: the checkpoints and the
+    /// last segment's states (the compiled steps), or the dual form's tape.
+    enum class form : unsigned char { sequential, chunked, dual };
+    struct tape {
+        form how = form::sequential;
+        std::size_t len = 0, start = 0, interval = 1, chunk = 1;
+        std::vector<T> states;
+        typename dual_tape_of<has_dual_form, dual_type>::type dual;
+    };
 
     /// What one thread of a call needs for itself: the compiled steps (a plan computes into
-    /// its own arena), the work buffer of a sequence's checkpoints and states, and the sums
-    /// of its sequences' gradients and losses.
+    /// its own arena), a tape and scratch for one sequence at a time, the upstream adjoint
+    /// of one sequence (meta_gradient), and the sums of its sequences' gradients and losses.
     struct worker {
         seq_forward_plan seq_fwd;
         chunk_forward_plan chunk_fwd;
         seq_backward_plan seq_bwd;
         chunk_backward_plan chunk_bwd;
-        dual_holder_of<has_dual_form, dual_kernels<Spec, T, FirstOrder, meta_list, fixed>> dual;
-        std::vector<T> work;
+        outer_plan out;
+        dual_holder_of<has_dual_form, dual_type> dual;
+        tape own;
+        std::vector<T> scratch;
+        std::vector<T> dy;
         parameters_type grads;
         T loss = 0;
     };
@@ -250,6 +361,34 @@ private:
     /// thread. Grown on demand to the largest thread count used so far.
     std::vector<worker> m_workers = std::vector<worker>(1);
 
+public:
+    /// A layer's forward, kept for its backward (see `forward(context&, ...)`).
+    class context {
+    public:
+        /// The retrievals Y of the forward, (B, T, d_out).
+        const xt::xtensor<T, 3>& outputs() const { return m_outputs; }
+        /// The inner loss at each token, (B, T).
+        const xt::xtensor<T, 2>& surprise() const { return m_surprise; }
+        /// Each sequence's state after its last token (to stream the next call from).
+        const std::vector<state_type>& states() const { return m_states; }
+        /// Whether it holds a forward whose backward has not been taken yet.
+        bool ready() const { return m_ready; }
+
+    private:
+        friend class sequence_memory;
+        parameters_type m_params;
+        hyperparameters_type m_hyper;
+        run_options m_opt;
+        xt::xtensor<T, 3> m_tokens;
+        xt::xtensor<T, 3> m_outputs;
+        xt::xtensor<T, 2> m_surprise;
+        std::vector<state_type> m_states;
+        std::vector<tape> m_tapes;
+        bool m_from_m0 = true;
+        bool m_ready = false;
+    };
+
+private:
     // ------------------------------------------------------------------------------------
     // Binding every symbol of a plan to its data.
     struct bindings {
@@ -258,8 +397,7 @@ private:
         const T* state;    // M, S, G
         const T* adjoint;  // dM, dS (backward only)
         const T* x;
-        const T* target;
-        T loss_scale;
+        const T* dy;       // dY (backward only)
     };
 
     template <class Sym, template <std::size_t> class Family, std::size_t... I>
@@ -289,8 +427,7 @@ private:
         constexpr std::size_t iap = family_index<Sym, adj_param_sym>(seq);
         constexpr std::size_t ias = family_index<Sym, adj_surprise_sym>(seq);
         if constexpr (std::is_same_v<Sym, typename symbols::token>) return b.x;
-        else if constexpr (std::is_same_v<Sym, typename symbols::target>) return b.target;
-        else if constexpr (std::is_same_v<Sym, typename symbols::loss_scale>) return &b.loss_scale;
+        else if constexpr (std::is_same_v<Sym, typename symbols::retrieval_adjoint>) return b.dy;
         else if constexpr (ip < n) return b.state + offset(0, ip);
         else if constexpr (is < n) return b.state + offset(1, is);
         else if constexpr (ig < n) return b.state + offset(2, ig);
@@ -300,17 +437,9 @@ private:
         else return (*b.params)[Sym{}].data();
     }
 
-    // The shapes hold by construction (validated once per call): no checks per token.
-    template <class Plan, class... Syms>
-    static void call(Plan& plan, const bindings& b, mnemo::detail::list<Syms...>) {
-        plan.run_unchecked(typename Plan::pointers{resolve<Syms>(b)...});
-    }
-    template <class Plan>
-    static void call(Plan& plan, const bindings& b) {
-        call(plan, b, typename Plan::graph::symbols{});
-    }
-    /// The same, the plan's first 2n results (the memory tensors' next values or adjoints,
-    /// then the surprises') written straight into `out` (a state or adjoint: no copy).
+    /// The plan's first 2n results (the memory tensors' next values or adjoints, then the
+    /// surprises') written straight into `out` (a state or adjoint: no copy). The shapes
+    /// hold by construction (validated once per call): no checks per token.
     template <class Plan, class... Syms>
     static void call_into(Plan& plan, const bindings& b, T* out, mnemo::detail::list<Syms...>) {
         typename Plan::destinations dst{};
@@ -327,21 +456,34 @@ private:
 
     // ------------------------------------------------------------------------------------
     // One token forward: the state `in` -> the next state `out`, another buffer (M, S; G
-    // carried over in the chunked form, untouched in the sequential one), y, surprise, loss.
+    // carried over in the chunked form, untouched in the sequential one), y, surprise.
     template <bool Chunked, class Plan>
-    void forward_token(Plan& plan, bindings b, const T* in, T* out, T* y, T& surprise, T& loss) {
+    static void forward_token(Plan& plan, bindings b, const T* in, T* out, T* y, T& surprise) {
         b.state = in;
         call_into(plan, b, out);
         if constexpr (Chunked)
             if (out != in) std::copy_n(in + offset(2, 0), memory_size, out + offset(2, 0));
         if (y) std::copy_n(plan.template data<2 * n>(), d_out, y);
         surprise = *plan.template data<2 * n + 1>();
-        loss = *plan.template data<2 * n + 2>();
     }
 
     static bool chunk_start(std::size_t position, std::size_t chunk) { return position % chunk == 0; }
     static void reset_grad_point(T* state) {
         std::copy_n(state + offset(0, 0), memory_size, state + offset(2, 0));
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Validation: every argument is checked before any work, so that a bad one leaves the
+    // caller's results as they were.
+    static std::string shape_string(const xt::xtensor<T, 3>& a) {
+        // (Appended piece by piece: g++ 12 warns falsely (-Wrestrict) on "(" + std::string.)
+        std::string r(1, '(');
+        for (std::size_t k = 0; k < 3; ++k) {
+            if (k) r += ", ";
+            r += std::to_string(a.shape()[k]);
+        }
+        r += ')';
+        return r;
     }
 
     static void check_finite(const xt::xtensor<T, 3>& a, const char* what) {
@@ -360,13 +502,40 @@ private:
                                             ", feature " + std::to_string(k % W) + " is not finite");
     }
 
-    void validate(const xt::xtensor<T, 3>& tokens, const xt::xtensor<T, 3>& targets, const run_options& opt,
-                  const std::vector<state_type>* initial, const std::vector<state_type>* final_adjoints) const {
+    static void check_states(const std::vector<state_type>* v, std::size_t B, const char* what) {
+        if (!v) return;
+        if (v->size() != B)
+            throw std::invalid_argument(std::string("mnemo: ") + what + ": " + std::to_string(v->size()) +
+                                        " given for " + std::to_string(B) + " sequences");
+        for (std::size_t s = 0; s < v->size(); ++s) {
+            if ((*v)[s].values.size() != state_size)
+                throw std::invalid_argument(std::string("mnemo: ") + what + " of sequence " + std::to_string(s) +
+                                            " has the wrong size (" + std::to_string((*v)[s].values.size()) +
+                                            " values, not " + std::to_string(state_size) + ")");
+            for (T e : (*v)[s].values)
+                if (!std::isfinite(e))
+                    throw std::invalid_argument(std::string("mnemo: ") + what + " of sequence " + std::to_string(s) +
+                                                " is not finite");
+        }
+    }
+
+    static void check_tokens(const xt::xtensor<T, 3>& tokens, const run_options& opt,
+                             const std::vector<state_type>* initial) {
         const auto& ts = tokens.shape();
-        const auto& gs = targets.shape();
         if (ts[2] != d)
             throw std::invalid_argument("mnemo: tokens have width " + std::to_string(ts[2]) + ", the memory needs " +
                                         std::to_string(d));
+        if (ts[0] == 0) throw std::invalid_argument("mnemo: a batch needs at least one sequence (tokens are " +
+                                                    shape_string(tokens) + ")");
+        if (ts[1] == 0) throw std::invalid_argument("mnemo: sequences must have at least one token");
+        if (opt.chunk == 0) throw std::invalid_argument("mnemo: the chunk size must be at least 1");
+        check_states(initial, ts[0], "initial states");
+        check_finite(tokens, "token");
+    }
+
+    static void check_targets(const xt::xtensor<T, 3>& tokens, const xt::xtensor<T, 3>& targets) {
+        const auto& ts = tokens.shape();
+        const auto& gs = targets.shape();
         if (gs[2] != d_out)
             throw std::invalid_argument("mnemo: targets have width " + std::to_string(gs[2]) +
                                         ", the memory's output size is " + std::to_string(d_out));
@@ -376,90 +545,148 @@ private:
         if (gs[1] != ts[1])
             throw std::invalid_argument("mnemo: the sequences have " + std::to_string(ts[1]) + " tokens but " +
                                         std::to_string(gs[1]) + " targets");
-        if (ts[1] == 0) throw std::invalid_argument("mnemo: sequences must have at least one token");
-        if (opt.chunk == 0) throw std::invalid_argument("mnemo: the chunk size must be at least 1");
-        auto check_states = [&](const std::vector<state_type>* v, const char* what) {
-            if (!v) return;
-            if (v->size() != ts[0])
-                throw std::invalid_argument(std::string("mnemo: ") + what + ": " + std::to_string(v->size()) +
-                                            " given for " + std::to_string(ts[0]) + " sequences");
-            for (std::size_t s = 0; s < v->size(); ++s) {
-                if ((*v)[s].values.size() != state_size)
-                    throw std::invalid_argument(std::string("mnemo: ") + what + " of sequence " + std::to_string(s) +
-                                                " has the wrong size");
-                for (T e : (*v)[s].values)
-                    if (!std::isfinite(e))
-                        throw std::invalid_argument(std::string("mnemo: ") + what + " of sequence " +
-                                                    std::to_string(s) + " is not finite");
-            }
-        };
-        check_states(initial, "initial states");
-        check_states(final_adjoints, "final adjoints");
-        check_finite(tokens, "token");
         check_finite(targets, "target");
     }
 
     // ------------------------------------------------------------------------------------
-    // Forward and backward of one sequence.
-    template <class FwdPlan, class BwdPlan, bool Chunked>
-    void run_sequence(FwdPlan& fwd, BwdPlan& bwd, const parameters_type& p, const hyperparameters_type& h,
-                      const T* tok, const T* tgt, std::size_t len, const run_options& opt, T scale,
-                      state_type& st, T* y, T* surprise, T& loss, bool backward, const state_type* final_adj,
-                      parameters_type* grads, state_type* initial_adj, std::vector<T>& work) {
+    // One sequence: its forward (recording the tape) and its backward (reading it).
+
+    /// The form a sequence's run takes.
+    static form form_of(const run_options& opt, std::size_t len, std::size_t position) {
+        const bool sequential = opt.chunk == 1 && !opt.chunked_form;
+        if constexpr (has_dual_form) {
+            // A sequential call of a few tokens runs faster token by token (measured: the
+            // block's products cost more than one to three steps).
+            const bool takes_dual = sequential ? len >= 4 : position % opt.chunk == 0;
+            if (opt.dual_form && takes_dual) return form::dual;
+        }
+        return sequential ? form::sequential : form::chunked;
+    }
+
+    /// The dual form's block in tokens: `dual_block` rounded up to whole chunks; by default 32
+    /// tokens, or one chunk from 16 tokens on (measured fastest on the benchmarks).
+    static std::size_t dual_block(const run_options& opt) {
+        const std::size_t c = opt.chunk;
+        if (opt.dual_block == 0 && c >= 16) return c;
+        const std::size_t want = opt.dual_block ? opt.dual_block : 32;
+        return (want + c - 1) / c * c;
+    }
+
+    /// Forward of one sequence, tokens `tok` (len, d), from the state `st` (replaced by the
+    /// final state): the retrievals into `y` (len, d_out), the inner losses into `sur`. With
+    /// `record`, `tp` keeps what the backward needs; without, it is only scratch.
+    void forward_one(worker& w, tape& tp, bool record, const parameters_type& p, const hyperparameters_type& h,
+                     const T* tok, std::size_t len, const run_options& opt, state_type& st, T* y, T* sur) {
+        tp.how = form_of(opt, len, st.position);
+        tp.len = len;
+        tp.start = st.position;
+        tp.chunk = opt.chunk;
+        if constexpr (has_dual_form) {
+            if (tp.how == form::dual) {
+                w.dual.kernels.forward(tp.dual, p, h, tok, len, opt.chunk, dual_block(opt),
+                                       !(opt.chunk == 1 && !opt.chunked_form),
+                                       st.values.data(), y, sur, record);
+                st.position += len;
+                return;
+            }
+        }
+        if (tp.how == form::sequential)
+            forward_steps<false>(w.seq_fwd, w, tp, record, p, h, tok, len, opt, st, y, sur);
+        else
+            forward_steps<true>(w.chunk_fwd, w, tp, record, p, h, tok, len, opt, st, y, sur);
+    }
+
+    /// Backward of the sequence recorded in `tp`: upstream adjoint `dy` (len, d_out), final
+    /// adjoint `fa` (or none); adds the meta-gradient to w.grads, writes the initial adjoint
+    /// into `ia` and, with `dx`, the token gradient (len, d).
+    void backward_one(worker& w, tape& tp, const parameters_type& p, const hyperparameters_type& h, const T* tok,
+                      const T* dy, const state_type* fa, state_type& ia, T* dx) {
+        ia.values.resize(state_size);
+        ia.position = tp.start;
+        if constexpr (has_dual_form) {
+            if (tp.how == form::dual) {
+                w.dual.kernels.backward(tp.dual, p, h, tok, dy, fa ? fa->values.data() : nullptr, &w.grads,
+                                        ia.values.data(), dx);
+                return;
+            }
+        }
+        if (tp.how == form::sequential)
+            backward_steps<false>(w.seq_fwd, w.seq_bwd, w, tp, p, h, tok, dy, fa, ia, dx);
+        else
+            backward_steps<true>(w.chunk_fwd, w.chunk_bwd, w, tp, p, h, tok, dy, fa, ia, dx);
+    }
+
+    /// The compiled step token by token. Checkpoints (with `record`): the state before
+    /// tokens 0, c, 2c, ... of every segment but the last, whose states the forward keeps
+    /// itself. Every part of a buffer is written before it is read: buffers are only grown,
+    /// never cleared.
+    template <bool Chunked, class FwdPlan>
+    void forward_steps(FwdPlan& fwd, worker& w, tape& tp, bool record, const parameters_type& p,
+                       const hyperparameters_type& h, const T* tok, std::size_t len, const run_options& opt,
+                       state_type& st, T* y, T* surprise) {
         const std::size_t b_chunk = opt.chunk;
-        const std::size_t c = checkpoint_interval(opt, len);
+        const std::size_t c = record ? checkpoint_interval(opt, len) : len;
         const std::size_t segments = (len + c - 1) / c;
         const std::size_t last_t0 = (segments - 1) * c;  // first token of the last segment
         const std::size_t start_pos = st.position;
-
-        bindings b{&p, &h, nullptr, nullptr, nullptr, nullptr, scale};
-        // Checkpoints: the state before tokens 0, c, 2c, ... (only when a backward follows);
-        // the last segment needs none, the forward keeps its states. Every part of the work
-        // buffer is written before it is read: it is only grown, never cleared.
-        using St = std::conditional_t<Chunked, chunk_step, seq_step>;
-        constexpr std::size_t width = rows_of<St>::width;
-        const std::size_t need = backward ? (segments + c + 3) * state_size + len * width : state_size;
-        if (work.size() < need) work.resize(need);
-        T* checkpoints = work.data();
+        tp.interval = c;
+        bindings b{&p, &h, nullptr, nullptr, nullptr, nullptr};
+        if (record && tp.states.size() < (segments + c) * state_size) tp.states.resize((segments + c) * state_size);
+        if (w.scratch.size() < state_size) w.scratch.resize(state_size);
+        T* checkpoints = tp.states.data();
         T* seg_states = checkpoints + segments * state_size;  // c states inside a segment
-        T* adj = seg_states + c * state_size;                 // adjoint (dM, dS, dG accumulated)
-        T* adj_next = adj + state_size;
-        T* rows = adj_next + state_size;  // batched metas: one row of vectors per token
-        // The states not kept alternate between the result's state and this one.
-        T* scratch = backward ? rows + len * width : work.data();
+        // The states not kept alternate between the result's state and the scratch state.
+        T* const scratch = w.scratch.data();
 
         // The sequential step neither reads nor writes G: its states are M and S.
         constexpr std::size_t live = Chunked ? state_size : 2 * memory_size;
         T* const result_state = st.values.data();
         T* s = result_state;
         for (std::size_t t = 0; t < len; ++t) {
-            if (backward && t < last_t0 && t % c == 0) std::copy_n(s, live, checkpoints + (t / c) * state_size);
+            if (record && t < last_t0 && t % c == 0) std::copy_n(s, live, checkpoints + (t / c) * state_size);
             if (Chunked && chunk_start(start_pos + t, b_chunk)) reset_grad_point(s);
             b.x = tok + t * d;
-            b.target = tgt + t * d_out;
-            T token_loss = 0;
-            T* yt = y ? y + t * d_out : nullptr;
-            if (backward && t >= last_t0) {
+            T* yt = y + t * d_out;
+            if (record && t >= last_t0) {
                 // The last segment's states are kept for the backward: each token writes
                 // the next state straight into the next slot (the last into the result).
                 T* slot = seg_states + (t - last_t0) * state_size;
                 if (t == last_t0) std::copy_n(s, live, slot);
                 T* next = t + 1 < len ? slot + state_size : st.values.data();
-                forward_token<Chunked>(fwd, b, slot, next, yt, surprise[t], token_loss);
+                forward_token<Chunked>(fwd, b, slot, next, yt, surprise[t]);
                 s = next;
             } else {
                 T* next = s == result_state ? scratch : result_state;
-                forward_token<Chunked>(fwd, b, s, next, yt, surprise[t], token_loss);
+                forward_token<Chunked>(fwd, b, s, next, yt, surprise[t]);
                 s = next;
             }
-            loss += scale * token_loss;
         }
         // (The sequential form leaves G untouched: only M and S come back.)
         if (s != result_state) std::copy_n(s, live, result_state);
         st.position = start_pos + len;
-        if (!backward) return;
+    }
 
-        // Backward, segment by segment from the last.
+    /// Backward of the compiled steps, segment by segment from the last.
+    template <bool Chunked, class FwdPlan, class BwdPlan>
+    void backward_steps(FwdPlan& fwd, BwdPlan& bwd, worker& w, tape& tp, const parameters_type& p,
+                        const hyperparameters_type& h, const T* tok, const T* dy, const state_type* final_adj,
+                        state_type& initial_adj, T* dx) {
+        using St = std::conditional_t<Chunked, chunk_step, seq_step>;
+        using rows_t = rows_of<St>;
+        constexpr std::size_t width = rows_t::width;
+        const std::size_t len = tp.len, c = tp.interval, b_chunk = tp.chunk, start_pos = tp.start;
+        const std::size_t segments = (len + c - 1) / c;
+        bindings b{&p, &h, nullptr, nullptr, nullptr, nullptr};
+        // Scratch: the adjoint (dM, dS, dG accumulated), the next one, the batched metas'
+        // rows (one per token).
+        const std::size_t need = 2 * state_size + len * width;
+        if (w.scratch.size() < need) w.scratch.resize(need);
+        T* adj = w.scratch.data();
+        T* adj_next = adj + state_size;
+        T* rows = adj_next + state_size;
+        T* checkpoints = tp.states.data();
+        T* seg_states = checkpoints + segments * state_size;
+
         std::fill_n(adj, state_size, T(0));
         if (final_adj) std::copy_n(final_adj->values.data(), state_size, adj);
         if constexpr (!Chunked) {
@@ -467,6 +694,7 @@ private:
             std::fill_n(adj + offset(2, 0), memory_size, T(0));
             std::fill_n(adj_next + offset(2, 0), memory_size, T(0));
         }
+        if (dx && !rows_t::has_token_rest) std::fill_n(dx, len * d, T(0));
         for (std::size_t sg = segments; sg-- > 0;) {
             const std::size_t t0 = sg * c, t1 = std::min(len, t0 + c);
             // The state before token t of this segment: its first is the checkpoint itself
@@ -483,10 +711,9 @@ private:
                     if (Chunked && chunk_start(start_pos + t, b_chunk)) reset_grad_point(slot);
                     if (t + 1 < t1) {
                         b.x = tok + t * d;
-                        b.target = tgt + t * d_out;
-                        T s_unused = 0, l_unused = 0;
+                        T s_unused = 0;
                         forward_token<Chunked>(fwd, b, slot, seg_states + (t + 1 - t0) * state_size, nullptr,
-                                               s_unused, l_unused);
+                                               s_unused);
                     }
                 }
             }
@@ -494,9 +721,11 @@ private:
                 b.state = state_at(t);
                 b.adjoint = adj;
                 b.x = tok + t * d;
-                b.target = tgt + t * d_out;
+                b.dy = dy + t * d_out;
                 call_into(bwd, b, adj_next);
-                backward_token<Chunked>(bwd, adj, adj_next, grads, rows + t * width);
+                backward_token<Chunked>(bwd, adj, adj_next, &w.grads, rows + t * width);
+                if constexpr (rows_t::has_token_rest)
+                    if (dx) std::copy_n(bwd.template data<(Chunked ? 3 * n : 2 * n) + meta_list::size>(), d, dx + t * d);
                 if constexpr (Chunked) {
                     if (chunk_start(start_pos + t, b_chunk)) {
                         // G was set to M here: its accumulated adjoint joins M's.
@@ -509,10 +738,11 @@ private:
                 std::swap(adj, adj_next);
             }
         }
-        initial_adj->values.assign(adj, adj + state_size);
-        initial_adj->position = start_pos;
-        // The batched metas: grads[M] += A^T X over the tokens.
-        rows_of<St>::add(*grads, rows, tok, len, d);
+        initial_adj.values.assign(adj, adj + state_size);
+        initial_adj.position = start_pos;
+        // The batched metas: grads[M] += A^T X over the tokens; dX += A M.
+        rows_t::add(w.grads, rows, tok, len, d);
+        if (dx) rows_t::add_token(p, rows, len, d, dx);
     }
 
     /// Reads the backward plan's outputs: the new adjoint into adj_next (dG accumulated from
@@ -536,69 +766,42 @@ private:
         rows_of<St>::template collect<Chunked ? 3 * n : 2 * n>(plan, *grads, row);
     }
 
-    /// One sequence s of a batch, on worker w: starts from its initial state, runs the
-    /// forward (and the backward) with w's plans, writes its outputs, per-token inner losses,
-    /// final state (and initial adjoint) into r, and adds its loss and gradient to w's sums.
-    /// Workers run different sequences at the same time: only sequence s's parts of r are
-    /// written.
-    void run_one(worker& w, std::size_t s, const parameters_type& p, const hyperparameters_type& h,
-                 const xt::xtensor<T, 3>& tokens, const xt::xtensor<T, 3>& targets, const run_options& opt, T scale,
-                 const std::vector<state_type>* initial, const std::vector<state_type>* final_adjoints,
-                 bool backward, result& r) {
-        const std::size_t L = tokens.shape()[1];
-        if (initial) r.states[s] = (*initial)[s];
-        else set_initial_state(r.states[s], p);
-        const T* tok = tokens.data() + s * L * d;
-        const T* tgt = targets.data() + s * L * d_out;
-        T* y = r.outputs.data() + s * L * d_out;
-        T* sur = r.surprise.data() + s * L;
-        const state_type* fa = final_adjoints ? &(*final_adjoints)[s] : nullptr;
-        state_type* ia = backward ? &r.initial_adjoints[s] : nullptr;
-        if constexpr (has_dual_form) {
-            const bool sequential = opt.chunk == 1 && !opt.chunked_form;
-            // A sequential call of a few tokens runs faster token by token (measured: the
-            // block's products cost more than one to three steps).
-            const bool takes_dual = sequential ? L >= 4 : r.states[s].position % opt.chunk == 0;
-            if (opt.dual_form && takes_dual) {
-                const std::size_t block = dual_block(opt);
-                state_type& st = r.states[s];
-                if (backward) {
-                    ia->values.resize(state_size);
-                    ia->position = st.position;
-                }
-                w.dual.kernels.run_sequence(p, h, tok, tgt, L, opt.chunk, block, !sequential, scale,
-                                            st.values.data(), y, sur, w.loss, backward,
-                                            fa ? fa->values.data() : nullptr, &w.grads,
-                                            backward ? ia->values.data() : nullptr);
-                st.position += L;
-                if (backward && !initial) add_initial_adjoint(w, r, s);
-                return;
+    /// The outer loss of a sequence's retrievals `y` (len, d_out) against `tgt`: returns
+    /// `scale` times its sum over the tokens; with `dy`, writes the upstream adjoint
+    /// dY = scale * d loss / d y (len, d_out).
+    static T outer_losses(outer_plan& plan, const T* y, const T* tgt, std::size_t len, T scale, T* dy) {
+        T loss = 0;
+        for (std::size_t t = 0; t < len; ++t) {
+            call_outer(plan, y + t * d_out, tgt + t * d_out, typename outer_plan::graph::symbols{});
+            loss += scale * *plan.template data<0>();
+            if (dy) {
+                const T* g = plan.template data<1>();
+                T* o = dy + t * d_out;
+                for (std::size_t i = 0; i < d_out; ++i) o[i] = scale * g[i];
             }
         }
-        if (opt.chunk == 1 && !opt.chunked_form)
-            run_sequence<seq_forward_plan, seq_backward_plan, false>(w.seq_fwd, w.seq_bwd, p, h, tok, tgt, L, opt,
-                                                                     scale, r.states[s], y, sur, w.loss, backward,
-                                                                     fa, &w.grads, ia, w.work);
-        else
-            run_sequence<chunk_forward_plan, chunk_backward_plan, true>(w.chunk_fwd, w.chunk_bwd, p, h, tok, tgt, L,
-                                                                        opt, scale, r.states[s], y, sur, w.loss,
-                                                                        backward, fa, &w.grads, ia, w.work);
-        if (backward && !initial) add_initial_adjoint(w, r, s);
+        return loss;
     }
-
-    /// The dual form's block in tokens: `dual_block` rounded up to whole chunks; by default 32
-    /// tokens, or one chunk from 16 tokens on (measured fastest on the benchmarks).
-    static std::size_t dual_block(const run_options& opt) {
-        const std::size_t c = opt.chunk;
-        if (opt.dual_block == 0 && c >= 16) return c;
-        const std::size_t want = opt.dual_block ? opt.dual_block : 32;
-        return (want + c - 1) / c * c;
+    template <class Plan, class... Syms>
+    static void call_outer(Plan& plan, const T* y, const T* tgt, mnemo::detail::list<Syms...>) {
+        static_assert(((std::is_same_v<Syms, typename symbols::retrieval> || std::is_same_v<Syms, typename symbols::target>) && ...),
+                      "mnemo: an outer loss reads only the retrieval y and the target (a loss with learned "
+                      "parameters of its own belongs above the memory: use the layer interface).");
+        plan.run_unchecked(
+            typename Plan::pointers{(std::is_same_v<Syms, typename symbols::retrieval> ? y : tgt)...});
     }
 
     /// The sequence started from M0: the adjoint of its initial memory is M0's gradient.
-    static void add_initial_adjoint(worker& w, result& r, std::size_t s) {
+    /// (A loop: xtensor's `+=` of an adapted view computes into a temporary.)
+    static void add_initial_adjoint(parameters_type& grads, const state_type& ia) {
         [&]<std::size_t... I>(std::index_sequence<I...>) {
-            ((w.grads.template m0<I>() += view_of_state<I>(r.initial_adjoints[s])), ...);
+            (
+                [&] {
+                    T* g = grads.template m0<I>().data();
+                    const T* a = ia.values.data() + offset(0, I);
+                    for (std::size_t k = 0; k < sizes[I]; ++k) g[k] += a[k];
+                }(),
+                ...);
         }(std::make_index_sequence<n>{});
     }
 
@@ -615,21 +818,18 @@ private:
         }(std::make_index_sequence<meta_list::size>{});
     }
 
-    void run(result& r, const parameters_type& p, const hyperparameters_type& h, const xt::xtensor<T, 3>& tokens,
-             const xt::xtensor<T, 3>& targets, const run_options& opt, const std::vector<state_type>* initial,
-             const std::vector<state_type>* final_adjoints, bool backward) {
-        validate(tokens, targets, opt, initial, final_adjoints);
-        const std::size_t B = tokens.shape()[0], L = tokens.shape()[1];
-        const T scale = opt.loss_scale != 0 ? T(opt.loss_scale) : T(1) / T(B * L);
-        // Sized in place: a result of the same sizes keeps its memory.
-        const std::array<std::size_t, 3> out_shape{B, L, d_out};
-        const std::array<std::size_t, 2> sur_shape{B, L};
-        if (!std::equal(out_shape.begin(), out_shape.end(), r.outputs.shape().begin())) r.outputs.resize(out_shape);
-        if (!std::equal(sur_shape.begin(), sur_shape.end(), r.surprise.shape().begin())) r.surprise.resize(sur_shape);
-        r.states.resize(B);
-        if (backward) r.initial_adjoints.resize(B);
+    template <class A>
+    static void resize_to(A& a, const std::array<std::size_t, A::rank>& shape) {
+        if (!std::equal(shape.begin(), shape.end(), a.shape().begin())) a.resize(shape);
+    }
 
-        // Worker k runs the sequences [B k / W, B (k + 1) / W).
+    /// Runs `one(worker, s)` for the B sequences on opt.threads workers (worker k runs the
+    /// sequences [B k / W, B (k + 1) / W); worker 0 on the calling thread), with each
+    /// worker's loss and gradient sums cleared first (`backward`: the gradients too).
+    /// Returns the number of workers used. An exception on any thread is rethrown here,
+    /// after every thread has finished.
+    template <class F>
+    std::size_t for_each_sequence(std::size_t B, const run_options& opt, bool backward, F&& one) {
         const std::size_t threads = opt.threads ? opt.threads : std::size_t(std::thread::hardware_concurrency());
         const std::size_t W = std::max<std::size_t>(1, std::min(threads, B));
         if (m_workers.size() < W) m_workers.resize(W);
@@ -638,47 +838,85 @@ private:
             if (backward) each_tensor([](auto& g) { g.fill(T(0)); }, m_workers[k].grads);
         }
         auto block = [&](std::size_t k) {
-            for (std::size_t s = B * k / W, e = B * (k + 1) / W; s < e; ++s)
-                run_one(m_workers[k], s, p, h, tokens, targets, opt, scale, initial, final_adjoints, backward, r);
+            for (std::size_t s = B * k / W, e = B * (k + 1) / W; s < e; ++s) one(m_workers[k], s);
         };
-        if (W == 1) block(0);
-        else {
-            std::vector<std::exception_ptr> errors(W);
-            auto guarded = [&](std::size_t k) {
-                try {
-                    block(k);
-                } catch (...) {
-                    errors[k] = std::current_exception();
-                }
-            };
-            std::vector<std::thread> pool;
-            pool.reserve(W - 1);
+        if (W == 1) {
+            block(0);
+            return W;
+        }
+        std::vector<std::exception_ptr> errors(W);
+        auto guarded = [&](std::size_t k) {
             try {
-                for (std::size_t k = 1; k < W; ++k) pool.emplace_back(guarded, k);
-            } catch (...) {  // a thread could not be started: finish the started ones, then fail
-                for (auto& t : pool) t.join();
-                throw;
+                block(k);
+            } catch (...) {
+                errors[k] = std::current_exception();
             }
-            guarded(0);
+        };
+        std::vector<std::thread> pool;
+        pool.reserve(W - 1);
+        try {
+            for (std::size_t k = 1; k < W; ++k) pool.emplace_back(guarded, k);
+        } catch (...) {  // a thread could not be started: finish the started ones, then fail
             for (auto& t : pool) t.join();
-            for (const auto& e : errors)
-                if (e) std::rethrow_exception(e);
+            throw;
         }
+        guarded(0);
+        for (auto& t : pool) t.join();
+        for (const auto& e : errors)
+            if (e) std::rethrow_exception(e);
+        return W;
+    }
 
-        // The sums over the sequences, in worker order: the same for every run with W workers.
-        r.loss = m_workers[0].loss;
-        for (std::size_t k = 1; k < W; ++k) r.loss += m_workers[k].loss;
-        if (backward) {
-            std::swap(r.grads, m_workers[0].grads);
-            for (std::size_t k = 1; k < W; ++k)
-                each_tensor(
-                    [](auto& g, const auto& x) {
-                        T* dst = g.data();
-                        const T* src = x.data();
-                        for (std::size_t i = 0; i < g.size(); ++i) dst[i] += src[i];
-                    },
-                    r.grads, m_workers[k].grads);
+    /// The sums over the workers, in worker order: the same for every run with W workers.
+    void gather(std::size_t W, T* loss, parameters_type* grads) {
+        if (loss) {
+            *loss = m_workers[0].loss;
+            for (std::size_t k = 1; k < W; ++k) *loss += m_workers[k].loss;
         }
+        if (!grads) return;
+        std::swap(*grads, m_workers[0].grads);
+        for (std::size_t k = 1; k < W; ++k)
+            each_tensor(
+                [](auto& g, const auto& x) {
+                    T* dst = g.data();
+                    const T* src = x.data();
+                    for (std::size_t i = 0; i < g.size(); ++i) dst[i] += src[i];
+                },
+                *grads, m_workers[k].grads);
+    }
+
+    /// `forward` and `meta_gradient`: the layer with the outer loss on top.
+    void run(result& r, const parameters_type& p, const hyperparameters_type& h, const xt::xtensor<T, 3>& tokens,
+             const xt::xtensor<T, 3>& targets, const run_options& opt, const std::vector<state_type>* initial,
+             const std::vector<state_type>* final_adjoints, bool backward) {
+        check_tokens(tokens, opt, initial);
+        check_targets(tokens, targets);
+        check_states(final_adjoints, tokens.shape()[0], "final adjoints");
+        const std::size_t B = tokens.shape()[0], L = tokens.shape()[1];
+        const T scale = opt.loss_scale != 0 ? T(opt.loss_scale) : T(1) / T(B * L);
+        const bool want_dx = backward && opt.token_gradient;
+        // Sized in place: a result of the same sizes keeps its memory.
+        resize_to(r.outputs, {B, L, d_out});
+        resize_to(r.surprise, {B, L});
+        if (want_dx) resize_to(r.token_grads, {B, L, d});
+        r.states.resize(B);
+        if (backward) r.initial_adjoints.resize(B);
+
+        const std::size_t W = for_each_sequence(B, opt, backward, [&](worker& w, std::size_t s) {
+            if (initial) r.states[s] = (*initial)[s];
+            else set_initial_state(r.states[s], p);
+            const T* tok = tokens.data() + s * L * d;
+            T* y = r.outputs.data() + s * L * d_out;
+            forward_one(w, w.own, backward, p, h, tok, L, opt, r.states[s], y, r.surprise.data() + s * L);
+            if (backward && w.dy.size() < L * d_out) w.dy.resize(L * d_out);
+            w.loss += outer_losses(w.out, y, targets.data() + s * L * d_out, L, scale, backward ? w.dy.data() : nullptr);
+            if (!backward) return;
+            const state_type* fa = final_adjoints ? &(*final_adjoints)[s] : nullptr;
+            backward_one(w, w.own, p, h, tok, w.dy.data(), fa, r.initial_adjoints[s],
+                         want_dx ? r.token_grads.data() + s * L * d : nullptr);
+            if (!initial) add_initial_adjoint(w.grads, r.initial_adjoints[s]);
+        });
+        gather(W, &r.loss, backward ? &r.grads : nullptr);
     }
 
 public:
@@ -691,5 +929,61 @@ public:
         return xt::adapt(s.values.data() + offset(0, I), S::size, xt::no_ownership(), sh);
     }
 };
+
+template <class Spec, class T, bool FirstOrder>
+const xt::xtensor<T, 3>& sequence_memory<Spec, T, FirstOrder>::forward(context& ctx, const parameters_type& p,
+                                                                     const hyperparameters_type& h,
+                                                                     batch_ref<T> tokens_arg, run_options opt,
+                                                                     const std::vector<state_type>* initial) {
+    const xt::xtensor<T, 3>& tokens = tokens_arg;
+    check_tokens(tokens, opt, initial);
+    const std::size_t B = tokens.shape()[0], L = tokens.shape()[1];
+    ctx.m_ready = false;
+    // The context's own copies: the backward differentiates at exactly these.
+    each_tensor([](auto& dst, const auto& src) { std::copy_n(src.data(), src.size(), dst.data()); }, ctx.m_params, p);
+    ctx.m_hyper = h;
+    ctx.m_opt = opt;
+    resize_to(ctx.m_tokens, {B, L, d});
+    std::copy_n(tokens.data(), tokens.size(), ctx.m_tokens.data());
+    resize_to(ctx.m_outputs, {B, L, d_out});
+    resize_to(ctx.m_surprise, {B, L});
+    ctx.m_states.resize(B);
+    ctx.m_tapes.resize(B);
+    ctx.m_from_m0 = initial == nullptr;
+    for_each_sequence(B, opt, false, [&](worker& w, std::size_t s) {
+        if (initial) ctx.m_states[s] = (*initial)[s];
+        else set_initial_state(ctx.m_states[s], ctx.m_params);
+        forward_one(w, ctx.m_tapes[s], true, ctx.m_params, ctx.m_hyper, ctx.m_tokens.data() + s * L * d, L, opt,
+                    ctx.m_states[s], ctx.m_outputs.data() + s * L * d_out, ctx.m_surprise.data() + s * L);
+    });
+    ctx.m_ready = true;
+    return ctx.m_outputs;
+}
+
+template <class Spec, class T, bool FirstOrder>
+void sequence_memory<Spec, T, FirstOrder>::backward(context& ctx, batch_ref<T> dY_arg, layer_gradients& g,
+                                                    const std::vector<state_type>* final_adjoints) {
+    const xt::xtensor<T, 3>& dY = dY_arg;
+    if (!ctx.m_ready)
+        throw std::invalid_argument(
+            "mnemo: backward: the context holds no forward to differentiate (none was run, or its backward was "
+            "already taken: a context serves one backward; run forward again)");
+    const std::size_t B = ctx.m_tokens.shape()[0], L = ctx.m_tokens.shape()[1];
+    if (dY.shape()[0] != B || dY.shape()[1] != L || dY.shape()[2] != d_out)
+        throw std::invalid_argument("mnemo: backward: dY is " + shape_string(dY) +
+                                    "; the forward's retrievals are " + shape_string(ctx.m_outputs));
+    check_finite(dY, "dY entry");
+    check_states(final_adjoints, B, "final adjoints");
+    ctx.m_ready = false;
+    resize_to(g.tokens, {B, L, d});
+    g.initial_adjoints.resize(B);
+    const std::size_t W = for_each_sequence(B, ctx.m_opt, true, [&](worker& w, std::size_t s) {
+        const state_type* fa = final_adjoints ? &(*final_adjoints)[s] : nullptr;
+        backward_one(w, ctx.m_tapes[s], ctx.m_params, ctx.m_hyper, ctx.m_tokens.data() + s * L * d,
+                     dY.data() + s * L * d_out, fa, g.initial_adjoints[s], g.tokens.data() + s * L * d);
+        if (ctx.m_from_m0) add_initial_adjoint(w.grads, g.initial_adjoints[s]);
+    });
+    gather(W, nullptr, &g.grads);
+}
 
 }  // namespace mnemo::memory

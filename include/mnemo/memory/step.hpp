@@ -4,13 +4,15 @@
 /// gradients are the backward step.
 ///
 /// Design note: the backward through one inner update is a second differentiation. For the
-/// step `state' = step(state, x)` with retrieval loss `L_t(state')`, and the adjoint
-/// `A` of `state'` coming from later tokens, the scalar
-///     Phi = sum(A_M * M') + sum(A_S * S') + L_t
-/// has as gradients the adjoint of `state` (with respect to M and S) and this token's
-/// contribution to every meta-parameter's gradient. `M'` contains the inner gradient
-/// `grad(inner_loss, M)`, so `grad(Phi, W_K)` differentiates it again. The step is a type;
-/// time is a run-time loop over it, never unrolled into types.
+/// step `(state', y) = step(state, x)`, the adjoint `A` of `state'` coming from later
+/// tokens and the upstream adjoint `dY` of the retrieval y (from the layers above, or from
+/// an outer loss: outer_step), the scalar
+///     Phi = sum(A_M * M') + sum(A_S * S') + sum(dY * y)
+/// has as gradients the adjoint of `state` (with respect to M and S), this token's
+/// contribution to every meta-parameter's gradient, and the gradient with respect to the
+/// token x itself. `M'` contains the inner gradient `grad(inner_loss, M)`, so
+/// `grad(Phi, W_K)` differentiates it again. The step is a type; time is a run-time loop
+/// over it, never unrolled into types.
 
 #include <algorithm>
 #include <array>
@@ -135,6 +137,59 @@ struct batched_rows<Phi, Token, mnemo::detail::list<M...>> {
                 ...);
         }(std::index_sequence_for<M...>{});
     }
+    // --- The token gradient. ------------------------------------------------------------
+    // Where the token enters through a batched meta M (a projection `M x`, a weight vector
+    // `M . x`), grad(Phi, x) has the term `transpose(M) * a` (or `s * M`), with the same `a`
+    // (or `s`) as M's row: summed over the tokens, those terms are the product `A M`. The
+    // gradient's sum is split at compile time into the terms of that form (counted per M)
+    // and the rest, which a step computes token by token.
+    using token_grad = unwrap_t<decltype(grad(Phi{}, Token{}))>;
+    template <class E>
+    struct terms {
+        using type = mnemo::detail::list<E>;
+    };
+    template <class A, class B>
+    struct terms<node<add_op, A, B>> {
+        using type = typename mnemo::detail::list_cat<typename terms<A>::type, typename terms<B>::type>::type;
+    };
+    /// Whether the term E is meta X's part of the token gradient.
+    template <class E, class X, bool Batched = batched<X>>
+    struct is_part_of : std::false_type {};
+    template <class E, class X>
+    struct is_part_of<E, X, true>
+        : std::bool_constant<std::is_same_v<E, node<matmul_op, node<transpose_op, X>, typename grad_of<X>::left>> ||
+                             std::is_same_v<E, node<mul_op, typename grad_of<X>::left, X>>> {};
+    template <class E>
+    static constexpr bool is_batched_term = (is_part_of<E, M>::value || ...);
+    template <class X, class... E>
+    static constexpr std::size_t count_in(mnemo::detail::list<E...>) {
+        return (std::size_t(is_part_of<E, X>::value) + ... + 0);
+    }
+    template <class... E>
+    static constexpr auto rest_of(mnemo::detail::list<E...>) {
+        return (zero_of<typename Token::shape>{} + ... +
+                std::conditional_t<is_batched_term<E>, zero_of<typename Token::shape>, E>{});
+    }
+    using token_terms = typename terms<token_grad>::type;
+    /// How many times meta M's product `A M` enters the token gradient (0, or 1).
+    template <class X>
+    static constexpr std::size_t token_uses = count_in<X>(token_terms{});
+    /// The token gradient's terms that are not batched: computed by a step per token.
+    using token_rest = decltype(rest_of(token_terms{}));
+    static constexpr bool has_token_rest = !is_zero_v<token_rest>;
+    /// dX += A M over `count` tokens for each batched meta M in the token gradient: rows
+    /// (count, width), dX (count, d).
+    template <class T, class Params>
+    static void add_token(const Params& params, const T* rows, std::size_t count, std::size_t d, T* dx) {
+        [&]<std::size_t... J>(std::index_sequence<J...>) {
+            ((token_uses<M> ? mnemo::detail::blas::gemm_acc(false, false, int(count), int(d), int(rows_of<M>()),
+                                                            T(token_uses<M>), rows + offset[J], int(width),
+                                                            params[M{}].data(), int(d), T(1), dx, int(d))
+                            : void()),
+             ...);
+        }(std::index_sequence_for<M...>{});
+    }
+
     /// grads[M] += A^T X over `count` tokens, for each batched M: rows (count, width), the
     /// tokens x (count, d).
     template <class T, class Params>
@@ -149,6 +204,15 @@ struct batched_rows<Phi, Token, mnemo::detail::list<M...>> {
     }
 };
 
+}  // namespace detail
+
+namespace detail {
+/// What a rule returns: `update{p_next, s_next}` (make_update).
+template <class U>
+concept rule_result = requires(U u) {
+    u.p_next;
+    u.s_next;
+};
 }  // namespace detail
 
 /// The symbols of the state and the data of one step.
@@ -173,8 +237,11 @@ struct step_symbols {
     using adj_surprise = symbol<detail::indexed_name<'d', 'S', I>(), detail::shape_at<shapes, I>>;
 
     using token = symbol<"x", shape<d>>;
+    /// The upstream adjoint dL/dy of the step's retrieval (the layer's input gradient).
+    using retrieval_adjoint = symbol<"dY", shape<model::out>>;
+    /// The retrieval and the target, as the outer loss sees them (outer_step).
+    using retrieval = symbol<"y", shape<model::out>>;
     using target = symbol<"target", shape<model::out>>;
-    using loss_scale = symbol<"loss_scale", shape<>>;
     using wk = symbol<"WK", shape<model::in, d>>;
     using wv = symbol<"WV", shape<model::out, d>>;
     using wq = symbol<"WQ", shape<model::in, d>>;
@@ -191,7 +258,6 @@ struct step {
     using seq = std::make_index_sequence<n>;
 
     static constexpr auto x = typename sy::token{};
-    static constexpr auto target = typename sy::target{};
 
     template <class V>
     static constexpr auto maybe_normalize(V v) {
@@ -223,8 +289,14 @@ struct step {
 
     template <std::size_t I>
     static constexpr auto updated() {
-        return Spec::rule::apply(typename sy::template param<I>{}, typename sy::template surprise<I>{},
-                                 inner_grad<I>(), gates);
+        using P = typename sy::template param<I>;
+        using S = typename sy::template surprise<I>;
+        using U = decltype(Spec::rule::apply(P{}, S{}, inner_grad<I>(), gates));
+        static_assert(detail::rule_result<U>,
+                      "mnemo: an update rule's apply(p, s, g, gates) must return make_update(p_next, s_next): the "
+                      "parameter and the surprise after the step (rules.hpp).");
+        if constexpr (detail::rule_result<U>) return Spec::rule::apply(P{}, S{}, inner_grad<I>(), gates);
+        else return make_update(P{}, S{});
     }
     template <std::size_t I>
     static constexpr auto next_param = updated<I>().p_next;
@@ -235,18 +307,173 @@ struct step {
     static constexpr auto make_y(std::index_sequence<I...>) {
         return model::apply(q, next_param<I>...);
     }
-    /// The retrieval with the updated memory, and its loss.
+    /// The retrieval with the updated memory.
     static constexpr auto y = make_y(seq{});
-    static constexpr auto outer_loss = Spec::outer_loss::apply(y, target);
 
     template <std::size_t... I>
     static constexpr auto make_phi(std::index_sequence<I...>) {
         return ((sum(hadamard(typename sy::template adj_param<I>{}, next_param<I>)) +
                  sum(hadamard(typename sy::template adj_surprise<I>{}, next_surprise<I>))) +
-                ... + hadamard(typename sy::loss_scale{}, outer_loss));
+                ... + sum(hadamard(typename sy::retrieval_adjoint{}, y)));
     }
     /// Phi: its gradients are the backward step (see the design note above).
     static constexpr auto phi = make_phi(seq{});
+};
+
+/// The parts of a memory, as they are named when two of them use the same symbol.
+namespace part {
+struct the_library;  // the token, the state, the projections WK, WV, WQ, y, dY, the target
+struct the_model;
+struct the_gates;
+struct the_update_rule;
+struct the_inner_loss;
+struct the_outer_loss;
+}  // namespace part
+
+namespace detail {
+
+template <class E>
+using symbols_in = typename mnemo::detail::symbols_of<typename mnemo::detail::topo_order<void, unwrap_t<E>>::type>::type;
+
+template <class L, class Drop>
+struct without;
+template <class... S, class Drop>
+struct without<mnemo::detail::list<S...>, Drop> {
+    using type = typename mnemo::detail::list_cat<std::conditional_t<mnemo::detail::contains_type_v<Drop, S>,
+                                                                     mnemo::detail::list<>, mnemo::detail::list<S>>...>::type;
+};
+
+/// The list without repeats, in the order of first appearance.
+template <class Out, class In>
+struct unique_list {
+    using type = Out;
+};
+template <class... O, class S, class... R>
+struct unique_list<mnemo::detail::list<O...>, mnemo::detail::list<S, R...>> {
+    using type = typename unique_list<
+        std::conditional_t<(std::is_same_v<O, S> || ...), mnemo::detail::list<O...>, mnemo::detail::list<O..., S>>,
+        mnemo::detail::list<R...>>::type;
+};
+template <class L>
+using unique_t = typename unique_list<mnemo::detail::list<>, L>::type;
+
+/// The first symbol of A that is also in B, or void.
+template <class A, class B>
+struct first_common {
+    using type = void;
+};
+template <class S, class... R, class B>
+struct first_common<mnemo::detail::list<S, R...>, B> {
+    using type = std::conditional_t<mnemo::detail::contains_type_v<B, S>, S,
+                                    typename first_common<mnemo::detail::list<R...>, B>::type>;
+};
+
+/// The symbols each part of the memory `Spec` uses of its own (what the library passes
+/// it, its inputs, left out).
+template <class Spec>
+struct part_symbols {
+    using sy = step_symbols<Spec>;
+    using model_t = typename Spec::model;
+    static constexpr std::size_t n = sy::n;
+    using k = symbol<"k~", shape<model_t::in>>;
+    using pred = symbol<"pred~", shape<model_t::out>>;
+    using value = symbol<"v~", shape<model_t::out>>;
+    using g = symbol<"g~", typename sy::template param<0>::shape>;
+    using eta = symbol<"eta~", shape<>>;
+    using alpha = symbol<"alpha~", shape<>>;
+    using theta = symbol<"theta~", shape<>>;
+
+    template <std::size_t... I>
+    static auto state_symbols(std::index_sequence<I...>)
+        -> mnemo::detail::list<typename sy::template param<I>..., typename sy::template surprise<I>...,
+                               typename sy::template grad_point<I>..., typename sy::template adj_param<I>...,
+                               typename sy::template adj_surprise<I>...>;
+    using state = decltype(state_symbols(std::make_index_sequence<n>{}));
+    using library = typename mnemo::detail::list_cat<
+        state, mnemo::detail::list<typename sy::token, typename sy::retrieval_adjoint, typename sy::retrieval,
+                                   typename sy::target, typename sy::wk, typename sy::wv, typename sy::wq>>::type;
+
+    template <std::size_t... I>
+    static auto model_expr(std::index_sequence<I...>) -> decltype(model_t::apply(k{}, typename sy::template param<I>{}...));
+    using model = typename without<symbols_in<decltype(model_expr(std::make_index_sequence<n>{}))>,
+                                   typename mnemo::detail::list_cat<state, mnemo::detail::list<k>>::type>::type;
+
+    using gate_values_t = decltype(Spec::gates::make(typename sy::token{}));
+    using gates = typename without<unique_t<typename mnemo::detail::list_cat<symbols_in<decltype(gate_values_t{}.eta)>,
+                                                                             symbols_in<decltype(gate_values_t{}.alpha)>,
+                                                                             symbols_in<decltype(gate_values_t{}.theta)>>::type>,
+                                   mnemo::detail::list<typename sy::token>>::type;
+
+    using rule_u = decltype(Spec::rule::apply(typename sy::template param<0>{}, typename sy::template surprise<0>{}, g{},
+                                              make_gates(eta{}, alpha{}, theta{})));
+    template <class U, bool Ok = rule_result<U>>
+    struct rule_syms {
+        using type = mnemo::detail::list<>;
+    };
+    template <class U>
+    struct rule_syms<U, true> {
+        using type = unique_t<
+            typename mnemo::detail::list_cat<symbols_in<decltype(U{}.p_next)>, symbols_in<decltype(U{}.s_next)>>::type>;
+    };
+    using rule = typename without<typename rule_syms<rule_u>::type,
+                                  mnemo::detail::list<typename sy::template param<0>, typename sy::template surprise<0>,
+                                                      g, eta, alpha, theta>>::type;
+
+    using inner = typename without<symbols_in<decltype(Spec::inner_loss::apply(pred{}, value{}))>,
+                                   mnemo::detail::list<pred, value>>::type;
+    using outer = typename without<
+        symbols_in<decltype(Spec::outer_loss::apply(typename sy::retrieval{}, typename sy::target{}))>,
+        mnemo::detail::list<typename sy::retrieval, typename sy::target>>::type;
+};
+
+/// True when `Sym` is void; else the symbol `Sym` is used both by `PartA` and by `PartB`,
+/// which then share one value silently (symbols are identified by name and shape).
+template <class Sym, class PartA, class PartB>
+inline constexpr bool symbol_of_one_part = std::is_void_v<Sym>;
+
+template <class A, class B, class PartA, class PartB>
+constexpr bool disjoint() {
+    using common = typename first_common<A, B>::type;
+    static_assert(symbol_of_one_part<common, PartA, PartB>,
+                  "mnemo: two parts of this memory use a symbol of the same name (see symbol_of_one_part<symbol, "
+                  "part, part> in this message): they would share one value silently (a rule's own 'theta' would "
+                  "become the gates' hyperparameter, a model's 'wa' the gate's weight). Rename one of them.");
+    return std::is_void_v<common>;
+}
+
+/// Every pair of parts of `Spec` is disjoint (one static_assert names the first clash).
+template <class Spec>
+constexpr bool parts_disjoint() {
+    using ps = part_symbols<Spec>;
+    using namespace mnemo::memory::part;
+    return disjoint<typename ps::model, typename ps::library, the_model, the_library>() &&
+           disjoint<typename ps::gates, typename ps::library, the_gates, the_library>() &&
+           disjoint<typename ps::rule, typename ps::library, the_update_rule, the_library>() &&
+           disjoint<typename ps::inner, typename ps::library, the_inner_loss, the_library>() &&
+           disjoint<typename ps::outer, typename ps::library, the_outer_loss, the_library>() &&
+           disjoint<typename ps::model, typename ps::gates, the_model, the_gates>() &&
+           disjoint<typename ps::model, typename ps::rule, the_model, the_update_rule>() &&
+           disjoint<typename ps::model, typename ps::inner, the_model, the_inner_loss>() &&
+           disjoint<typename ps::model, typename ps::outer, the_model, the_outer_loss>() &&
+           disjoint<typename ps::gates, typename ps::rule, the_gates, the_update_rule>() &&
+           disjoint<typename ps::gates, typename ps::inner, the_gates, the_inner_loss>() &&
+           disjoint<typename ps::gates, typename ps::outer, the_gates, the_outer_loss>() &&
+           disjoint<typename ps::rule, typename ps::inner, the_update_rule, the_inner_loss>() &&
+           disjoint<typename ps::rule, typename ps::outer, the_update_rule, the_outer_loss>() &&
+           disjoint<typename ps::inner, typename ps::outer, the_inner_loss, the_outer_loss>();
+}
+
+}  // namespace detail
+
+/// The outer loss of one token, on its own: the memory is a layer mapping tokens to
+/// retrievals, and a loss on a retrieval is one way to give the layer its upstream adjoint
+/// `dY = loss_scale * d loss / d y` (the built-in `meta_gradient`). It reads only the
+/// retrieval and the target.
+template <class Spec>
+struct outer_step {
+    using sy = step_symbols<Spec>;
+    static constexpr auto loss = Spec::outer_loss::apply(typename sy::retrieval{}, typename sy::target{});
+    static constexpr auto dloss = grad(loss, typename sy::retrieval{});
 };
 
 }  // namespace mnemo::memory

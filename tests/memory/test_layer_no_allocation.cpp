@@ -1,0 +1,65 @@
+// A layer's forward and backward, and meta_gradient into a kept result, allocate nothing
+// once warm (the same sizes again): the dual form and the compiled steps, sequential and
+// chunked. This executable replaces the global operator new to count heap allocations.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "examples/reference_problems.hpp"
+
+namespace {
+std::atomic<long> allocations{0};
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+void* operator new(std::size_t n) {
+    ++allocations;
+    if (void* p = std::malloc(n ? n : 1)) return p;
+    throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+TEST_CASE("the layer allocates nothing once warm") {
+    namespace mm = mnemo::memory;
+    using memory_type = mm::sequence_memory<reference::linear_data<8>, float>;
+    auto ref = reference::make_seq_gated<float>();
+    xt::xtensor<float, 3> tokens(std::array<std::size_t, 3>{2, 16, 8});
+    reference::fill_det(tokens, 4.5, 1.0);
+    xt::xtensor<float, 3> dY(std::array<std::size_t, 3>{2, 16, 8});
+    reference::fill_det(dY, 9.5, 0.1);
+    memory_type memory;
+    memory_type::context ctx;
+    memory_type::layer_gradients g;
+    memory_type::result r;
+    for (const auto& [chunk, dual] : {std::pair{1, true}, std::pair{1, false}, std::pair{4, true}, std::pair{4, false}}) {
+        CAPTURE(chunk);
+        CAPTURE(dual);
+        mm::run_options opt;
+        opt.chunk = std::size_t(chunk);
+        opt.dual_form = dual;
+        opt.token_gradient = true;
+        for (int warm = 0; warm < 2; ++warm) {
+            memory.forward(ctx, ref.params, ref.hyper, tokens, opt);
+            memory.backward(ctx, dY, g);
+            memory.meta_gradient(r, ref.params, ref.hyper, tokens, tokens, opt);
+        }
+        const long before = allocations.load();
+        for (int i = 0; i < 3; ++i) {
+            memory.forward(ctx, ref.params, ref.hyper, tokens, opt);
+            memory.backward(ctx, dY, g);
+            memory.meta_gradient(r, ref.params, ref.hyper, tokens, tokens, opt);
+        }
+        CHECK(allocations.load() - before == 0);
+        CHECK(std::isfinite(float(g.tokens(1, 15, 7))));
+    }
+    // The counter does count: a std::vector allocates.
+    const long mark = allocations.load();
+    std::vector<double> v(100, 1.0);
+    CHECK(allocations.load() - mark >= 1);
+    CHECK(v[99] == 1.0);
+}
