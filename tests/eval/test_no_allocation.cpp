@@ -2,27 +2,11 @@
 // This executable replaces the global operator new to count heap allocations.
 #include <doctest/doctest.h>
 
-#include <atomic>
-#include <cstdlib>
-#include <new>
+#include "support/count_allocations.hpp"
 
 #include <mnemo/mnemo.hpp>
 
-namespace {
-std::atomic<long> allocations{0};
-}
-
-// g++ 12 sees malloc/free behind a replaced new/delete pair as mismatched; they are not.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-void* operator new(std::size_t n) {
-    ++allocations;
-    if (void* p = std::malloc(n ? n : 1)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+using mnemo_test::allocations;
 
 TEST_CASE("evaluating a plan again does not allocate") {
     constexpr std::size_t n = 32;
