@@ -95,7 +95,8 @@ TEST_CASE("batched rows: A^T X per meta-parameter equals the sum over the tokens
     fill_by_name(grads, [](const std::string&, std::size_t) { return 0.25; });  // add accumulates
 
     const double before_ba = grads[gates::ba]();
-    rows::add(grads, a.data(), x.data(), count, D);
+    std::vector<double> stack(rows::stack_size(D));
+    rows::add(grads, a.data(), x.data(), count, D, stack.data());
 
     // The offset of a meta in a row: offset[j] for the j-th of the meta list.
     auto offset_of = []<class M>(M) {

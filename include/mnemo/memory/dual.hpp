@@ -736,7 +736,7 @@ public:
                 src.dq = dQ + t * di;
                 src.dcoef = dcoef + 5 * t;
                 call<Params, Hyper>(m_feat_bwd, src);
-                rows::template collect<0>(m_feat_bwd, *grads, Ab + t * batched_width);
+                rows::template collect<0>(m_feat_bwd, *grads, Ab + (t0 + t) * batched_width);
                 if constexpr (rows::has_token_rest) {
                     if (dx) {
                         const T* r = m_feat_bwd.template data<Metas::size>();
@@ -746,10 +746,11 @@ public:
                     }
                 }
             }
-            rows::add(*grads, Ab, tok + t0 * d, bl, d);
-            if (dx)
-                rows::add_token(p, Ab, bl, d, dx + t0 * d);
         }
+        // The batched metas over the whole sequence: grads[M] += A^T X; dX += A M.
+        rows::add(*grads, Ab, tok, len, d, f.stack);
+        if (dx)
+            rows::add_token(p, Ab, len, d, dx, f.stack);
         std::copy_n(dM, 2 * msz, initial_adj);
         // G: overwritten at the first chunk's start; not read by the sequential form (whose
         // step, like the plain one, gives it no adjoint).
@@ -778,7 +779,7 @@ private:
         T *dGa = nullptr, *dPh = nullptr, *dW = nullptr, *dQK = nullptr, *dKK = nullptr, *E = nullptr,
           *dal = nullptr, *dbe = nullptr, *dep = nullptr, *dKQ = nullptr, *dU = nullptr, *dV = nullptr,
           *dP = nullptr, *X1 = nullptr, *UG = nullptr, *dA = nullptr, *du = nullptr, *dcoef = nullptr,
-          *dM = nullptr, *Ab = nullptr;
+          *dM = nullptr, *Ab = nullptr, *stack = nullptr;
         std::size_t b, coef_size;
         const std::size_t* blocks;
 
@@ -801,7 +802,7 @@ private:
                               cE = cs(2 * bb), cdal = cs(b), cdbe = cs(b), cdep = cs(b), cdKQ = cs(2 * b * di),
                               cdU = cs(b * dout), cdV = cs(b * dout), cdP = cs(b * dout), cX1 = cs(2 * b * dout),
                               cUG = cs(2 * b * dout), cdA = cs(4 * b * dout), cdu = cs(wmax), cdcoef = cs(5 * b),
-                              cdM = cs(2 * msz), cAb = cs(b * batched_width);
+                              cdM = cs(2 * msz), cAb = cs(len * batched_width), cst = cs(rows::stack_size(d));
             const std::size_t need = backward ? cs.size : forward_size;
             if (scratch.size() < need)
                 scratch.resize(need);
@@ -811,7 +812,7 @@ private:
                 dGa = ch + cdGa, dPh = ch + cdPh, dW = ch + cdW, dQK = ch + cdQK, dKK = ch + cdKK, E = ch + cE,
                 dal = ch + cdal, dbe = ch + cdbe, dep = ch + cdep, dKQ = ch + cdKQ, dU = ch + cdU, dV = ch + cdV,
                 dP = ch + cdP, X1 = ch + cX1, UG = ch + cUG, dA = ch + cdA, du = ch + cdu, dcoef = ch + cdcoef,
-                dM = ch + cdM, Ab = ch + cAb;
+                dM = ch + cdM, Ab = ch + cAb, stack = ch + cst;
             }
         }
         /// Block c's [K; Q] and coefficients.

@@ -678,12 +678,13 @@ private:
         const std::size_t segments = (len + c - 1) / c;
         bindings b{&p, &h, nullptr, nullptr, nullptr, nullptr};
         // Scratch: the adjoint (dM, dS, dG accumulated), the next one, the batched metas'
-        // rows (one per token).
-        const std::size_t need = 2 * state_size + len * width;
+        // rows (one per token), the stack of their products.
+        const std::size_t need = 2 * state_size + len * width + rows_t::stack_size(d);
         if (w.scratch.size() < need) w.scratch.resize(need);
         T* adj = w.scratch.data();
         T* adj_next = adj + state_size;
         T* rows = adj_next + state_size;
+        T* stack = rows + len * width;
         T* checkpoints = tp.states.data();
         T* seg_states = checkpoints + segments * state_size;
 
@@ -741,8 +742,8 @@ private:
         initial_adj.values.assign(adj, adj + state_size);
         initial_adj.position = start_pos;
         // The batched metas: grads[M] += A^T X over the tokens; dX += A M.
-        rows_t::add(w.grads, rows, tok, len, d);
-        if (dx) rows_t::add_token(p, rows, len, d, dx);
+        rows_t::add(w.grads, rows, tok, len, d, stack);
+        if (dx) rows_t::add_token(p, rows, len, d, dx, stack);
     }
 
     /// Reads the backward plan's outputs: the new adjoint into adj_next (dG accumulated from

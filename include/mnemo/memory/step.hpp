@@ -177,30 +177,54 @@ struct batched_rows<Phi, Token, mnemo::detail::list<M...>> {
     /// The token gradient's terms that are not batched: computed by a step per token.
     using token_rest = decltype(rest_of(token_terms{}));
     static constexpr bool has_token_rest = !is_zero_v<token_rest>;
-    /// dX += A M over `count` tokens for each batched meta M in the token gradient: rows
-    /// (count, width), dX (count, d).
+    static constexpr bool any_token_use = ((token_uses<M> > 0) || ... || false);
+    /// The scratch `add` and `add_token` need: (width, d) numbers.
+    static constexpr std::size_t stack_size(std::size_t d) { return width * d; }
+    /// dX += A M over `count` tokens for every batched meta M of the token gradient, as one
+    /// product dX += A [M_1; M_2; ...]: rows (count, width), dX (count, d), `stack` scratch.
     template <class T, class Params>
-    static void add_token(const Params& params, const T* rows, std::size_t count, std::size_t d, T* dx) {
-        [&]<std::size_t... J>(std::index_sequence<J...>) {
-            ((token_uses<M> ? mnemo::detail::blas::gemm_acc(false, false, int(count), int(d), int(rows_of<M>()),
-                                                            T(token_uses<M>), rows + offset[J], int(width),
-                                                            params[M{}].data(), int(d), T(1), dx, int(d))
-                            : void()),
-             ...);
-        }(std::index_sequence_for<M...>{});
+    static void add_token(const Params& params, const T* rows, std::size_t count, std::size_t d, T* dx, T* stack) {
+        if constexpr (any_token_use) {
+            // The metas stacked in the rows' order, each scaled by its number of terms.
+            [&]<std::size_t... J>(std::index_sequence<J...>) {
+                (
+                    [&] {
+                        if constexpr (batched<M>) {
+                            const std::size_t n = rows_of<M>() * d;
+                            const T* src = params[M{}].data();
+                            T* dst = stack + offset[J] * d;
+                            const T k = T(token_uses<M>);
+                            for (std::size_t i = 0; i < n; ++i) dst[i] = k * src[i];
+                        }
+                    }(),
+                    ...);
+            }(std::index_sequence_for<M...>{});
+            mnemo::detail::blas::gemm_acc(false, false, int(count), int(d), int(width), T(1), rows, int(width), stack,
+                                          int(d), T(1), dx, int(d));
+        }
     }
 
-    /// grads[M] += A^T X over `count` tokens, for each batched M: rows (count, width), the
-    /// tokens x (count, d).
+    /// grads[M] += A^T X over `count` tokens for each batched M, as one product A^T X
+    /// (width, d) into `stack`, then each meta's rows of it added to its gradient: rows
+    /// (count, width), the tokens x (count, d).
     template <class T, class Params>
-    static void add(Params& grads, const T* rows, const T* x, std::size_t count, std::size_t d) {
-        [&]<std::size_t... J>(std::index_sequence<J...>) {
-            ((batched<M> ? mnemo::detail::blas::gemm_acc(true, false, int(rows_of<M>()), int(d), int(count), T(1),
-                                                         rows + offset[J], int(width), x, int(d), T(1),
-                                                         grads[M{}].data(), int(d))
-                         : void()),
-             ...);
-        }(std::index_sequence_for<M...>{});
+    static void add(Params& grads, const T* rows, const T* x, std::size_t count, std::size_t d, T* stack) {
+        if constexpr (width > 0) {
+            mnemo::detail::blas::gemm_acc(true, false, int(width), int(d), int(count), T(1), rows, int(width), x,
+                                          int(d), T(0), stack, int(d));
+            [&]<std::size_t... J>(std::index_sequence<J...>) {
+                (
+                    [&] {
+                        if constexpr (batched<M>) {
+                            const std::size_t n = rows_of<M>() * d;
+                            const T* src = stack + offset[J] * d;
+                            T* dst = grads[M{}].data();
+                            for (std::size_t i = 0; i < n; ++i) dst[i] += src[i];
+                        }
+                    }(),
+                    ...);
+            }(std::index_sequence_for<M...>{});
+        }
     }
 };
 
