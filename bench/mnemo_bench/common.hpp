@@ -140,12 +140,12 @@ result run(const std::string& name, std::size_t batch, std::size_t length, std::
     r.mode = opt.mode;
     // As in a training loop: the result is kept between steps (no allocation once warm).
     typename memory_type::result out;
-    typename memory_type::context ctx;
-    typename memory_type::layer_gradients g;
-    xt::xtensor<T, 3> dY;  // (layer mode only: not counted in the others' peak memory)
     ro.token_gradient = opt.mode == "dx";
     if (opt.mode == "layer") {
-        dY = xt::zeros_like(targets);
+        // (Made here only: not counted in the other modes' peak memory.)
+        typename memory_type::context ctx;
+        typename memory_type::layer_gradients g;
+        xt::xtensor<T, 3> dY = xt::zeros_like(targets);
         const T scale = T(2) / T(batch * length * memory_type::d_out);
         time_steps(
             [&] {
