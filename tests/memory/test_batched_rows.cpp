@@ -145,7 +145,10 @@ TEST_CASE("a token gradient with a part per token: against finite differences") 
     h[sum_gates::theta] = 0.1;
     auto x = det_batch(2, 9, D, 4.5, 1.0);
     const auto target = det_batch(2, 9, D, 8.5, 1.0);
-    for (const auto& [chunk, dual] : {std::pair{1, true}, std::pair{1, false}, std::pair{3, true}, std::pair{3, false}}) {
+    // (No structured bindings: clang 14 cannot capture them in doctest's CAPTURE lambdas.)
+    for (const auto& config : {std::pair{1, true}, std::pair{1, false}, std::pair{3, true}, std::pair{3, false}}) {
+        const int chunk = config.first;
+        const bool dual = config.second;
         CAPTURE(chunk);
         CAPTURE(dual);
         mm::run_options opt;

@@ -21,7 +21,10 @@ TEST_CASE("the layer allocates nothing once warm") {
     memory_type::context ctx;
     memory_type::layer_gradients g;
     memory_type::result r;
-    for (const auto& [chunk, dual] : {std::pair{1, true}, std::pair{1, false}, std::pair{4, true}, std::pair{4, false}}) {
+    // (No structured bindings: clang 14 cannot capture them in doctest's CAPTURE lambdas.)
+    for (const auto& config : {std::pair{1, true}, std::pair{1, false}, std::pair{4, true}, std::pair{4, false}}) {
+        const int chunk = config.first;
+        const bool dual = config.second;
         CAPTURE(chunk);
         CAPTURE(dual);
         mm::run_options opt;

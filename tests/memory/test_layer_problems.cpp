@@ -47,7 +47,7 @@ void check_vjp(layers::vjp_problem p, double tolerance) {
     const double loss = p.run(memory, &g);
     CHECK(std::isfinite(loss));
     // Every meta-parameter and the tokens get a gradient.
-    for (const auto& [name, v] : g.grads) CHECK_MESSAGE(squared_sum(v) > 0, name);
+    for (const auto& entry : g.grads) CHECK_MESSAGE(squared_sum(entry.second) > 0, entry.first);
     auto f = [&] { return p.run(memory); };
     memfd::worst_entry wp;
     std::vector<std::string> names;
@@ -98,7 +98,7 @@ TEST_CASE("layer_stack: two memories with a residual, against finite differences
     layers::gradients g;
     const double loss = p.run(m, &g);
     CHECK(std::isfinite(loss));
-    for (const auto& [name, v] : g.grads) CHECK_MESSAGE(squared_sum(v) > 0, name);
+    for (const auto& entry : g.grads) CHECK_MESSAGE(squared_sum(entry.second) > 0, entry.first);
     auto f = [&] { return p.run(m); };
     // The floor of the relative error is 1e-5 here: the differences of this loss (about
     // 0.5) carry a rounding noise of about 3e-13 (measured: the stencil's result moves by
