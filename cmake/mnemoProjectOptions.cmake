@@ -34,4 +34,7 @@ endif()
 # Links the library and the project-wide build settings into one of mnemo's own targets.
 function(mnemo_target_defaults target)
     target_link_libraries(${target} PRIVATE mnemo::mnemo mnemo_warnings mnemo_native mnemo_debug_info)
+    if(TARGET mnemo::train)
+        target_link_libraries(${target} PRIVATE mnemo::train)
+    endif()
 endfunction()

@@ -20,9 +20,13 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # Installs the Debian packages needed to build and test mnemo (as root), or prints the command
 # to do so and fails (as any other user).
 ensure_packages() {
-    # python3 runs the documentation snippet check (tests/docs/check_snippets.py).
+    # python3 runs the documentation snippet check (tests/docs/check_snippets.py); libzip-dev
+    # writes checkpoints (.npz), which a test reads back with python3-numpy; python3-matplotlib
+    # draws the demos' pictures; bible-kjv (with bible-kjv-text) prints the text of the
+    # char_lm demo and its test.
     local packages=(libboost-dev xtensor-dev libxtensor-blas-dev libxsimd-dev doctest-dev
-                    libopenblas-dev cmake g++ make python3)
+                    libopenblas-dev cmake g++ make python3 libzip-dev python3-numpy
+                    python3-matplotlib bible-kjv bible-kjv-text)
     if [[ "${CXX:-}" == *clang* ]]; then
         packages+=(clang)
     fi
