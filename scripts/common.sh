@@ -23,10 +23,11 @@ ensure_packages() {
     # python3 runs the documentation snippet check (tests/docs/check_snippets.py); libzip-dev
     # writes checkpoints (.npz), which a test reads back with python3-numpy; python3-matplotlib
     # draws the demos' pictures; bible-kjv (with bible-kjv-text) prints the text of the
-    # char_lm demo and its test.
+    # char_lm demo and its test; the demos parse their arguments with cxxopts and write JSON
+    # with nlohmann-json.
     local packages=(libboost-dev xtensor-dev libxtensor-blas-dev libxsimd-dev doctest-dev
                     libopenblas-dev cmake g++ make python3 libzip-dev python3-numpy
-                    python3-matplotlib bible-kjv bible-kjv-text)
+                    python3-matplotlib bible-kjv bible-kjv-text libcxxopts-dev nlohmann-json3-dev)
     if [[ "${CXX:-}" == *clang* ]]; then
         packages+=(clang)
     fi

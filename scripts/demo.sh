@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# Builds and runs the main demo (an example program). Arguments are passed on to the demo.
-# See scripts/common.sh for the environment variables.
+# Builds and runs the main demo, examples/recall: a memory meta-trained to memorize in context,
+# four ways side by side (docs/tutorial-recall.md), then draws its pictures. Writes
+# build/demo/recall/{summary.json,curves.json,training_loss.png,recall.png}.
+#
+#   scripts/demo.sh [recall|char_lm|seed_problem] [arguments of the demo...]
+#
+# The first argument may name another demo: char_lm (learning at test time on the KJV text,
+# docs/tutorial-char-lm.md, about 2 minutes) or seed_problem (the question mnemo started from,
+# docs/getting-started.md). See scripts/common.sh for the environment variables.
 set -euo pipefail
-DEMO=seed_problem
+DEMO=recall
+case "${1:-}" in
+    recall|char_lm|seed_problem) DEMO="$1"; shift ;;
+esac
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -10,5 +20,20 @@ ensure_packages
 configure
 log "building $DEMO"
 cmake --build "$BUILD_DIR" -j "$JOBS" --target "$DEMO"
-log "running $BUILD_DIR/examples/$DEMO"
-"$BUILD_DIR/examples/$DEMO" "$@"
+case "$DEMO" in
+    recall)
+        out="$BUILD_DIR/demo/recall"
+        log "running $BUILD_DIR/examples/recall"
+        "$BUILD_DIR/examples/recall" --out "$out" "$@"
+        log "drawing the pictures"
+        /usr/bin/python3 examples/recall/plot.py "$out"
+        ;;
+    char_lm)
+        log "running $BUILD_DIR/examples/char_lm"
+        "$BUILD_DIR/examples/char_lm" "$@"
+        ;;
+    *)
+        log "running $BUILD_DIR/examples/$DEMO"
+        "$BUILD_DIR/examples/$DEMO" "$@"
+        ;;
+esac

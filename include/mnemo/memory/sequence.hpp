@@ -875,7 +875,10 @@ private:
             for (std::size_t k = 1; k < W; ++k) *loss += m_workers[k].loss;
         }
         if (!grads) return;
-        std::swap(*grads, m_workers[0].grads);
+        // Copied, not swapped: the caller's gradient tensors keep their buffers from call to
+        // call, so views into them (an optimizer's train::tensor_list) stay valid.
+        each_tensor([](auto& g, const auto& x) { std::copy(x.data(), x.data() + x.size(), g.data()); }, *grads,
+                    m_workers[0].grads);
         for (std::size_t k = 1; k < W; ++k)
             each_tensor(
                 [](auto& g, const auto& x) {

@@ -5,14 +5,13 @@
 ///
 /// Design note: each tensor draws from its own stream, seeded by the run's seed and the
 /// tensor's name (splitmix64 over an FNV-1a hash), and the normal variates come from
-/// Box-Muller over 53-bit uniforms written here rather than from `<random>`'s
+/// the polar Box-Muller method over 53-bit uniforms written here rather than from `<random>`'s
 /// distributions, whose output differs between standard libraries. So a tensor's initial
 /// values depend only on (seed, name, shape, rule): not on the order of the tensors, on
 /// which other tensors exist, or on the compiler.
 
 #include <cmath>
 #include <cstdint>
-#include <numbers>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -86,18 +85,23 @@ public:
     }
     /// Uniform in [0, 1), 53 bits.
     double uniform() { return double(detail::splitmix64(m_state) >> 11) * 0x1.0p-53; }
-    /// Standard normal (Box-Muller; the second variate of each pair is kept for the next call).
+    /// Standard normal (polar Box-Muller; the second variate of each pair is kept for the next call).
     double normal() {
         if (m_has_spare) {
             m_has_spare = false;
             return m_spare;
         }
-        const double u1 = 1.0 - uniform();  // (0, 1]: log is finite
-        const double u2 = uniform();
-        const double r = std::sqrt(-2.0 * std::log(u1));
-        m_spare = r * std::sin(2 * std::numbers::pi * u2);
+        // Marsaglia's polar form of Box-Muller: no trigonometry.
+        double u, v, s;
+        do {
+            u = 2 * uniform() - 1;
+            v = 2 * uniform() - 1;
+            s = u * u + v * v;
+        } while (s >= 1 || s == 0);
+        const double f = std::sqrt(-2.0 * std::log(s) / s);
+        m_spare = v * f;
         m_has_spare = true;
-        return r * std::cos(2 * std::numbers::pi * u2);
+        return u * f;
     }
     /// Uniform in [0, n).
     std::size_t below(std::size_t n) { return std::size_t(uniform() * double(n)); }

@@ -112,19 +112,20 @@ public:
     /// order (a gradient list against its parameters), naming the first difference.
     /// `what` names `other` in the message ("the gradients").
     void check_same_layout(const tensor_list& other, std::string_view what) const {
-        const std::string head = "mnemo: " + std::string(what) + " do not match the parameters: ";
+        // (Messages are built on failure only: a training step calls this, and allocates nothing.)
+        auto head = [&] { return "mnemo: " + std::string(what) + " do not match the parameters: "; };
         for (std::size_t i = 0; i < m_views.size() && i < other.size(); ++i) {
             const auto& a = m_views[i];
             const auto& b = other[i];
             if (a.name != b.name)
-                throw std::invalid_argument(head + "entry " + std::to_string(i) + " is '" + b.name + "', expected '" +
+                throw std::invalid_argument(head() + "entry " + std::to_string(i) + " is '" + b.name + "', expected '" +
                                             a.name + "'");
             if (a.shape != b.shape)
-                throw std::invalid_argument(head + "'" + a.name + "' has shape " + shape_string(b.shape) +
+                throw std::invalid_argument(head() + "'" + a.name + "' has shape " + shape_string(b.shape) +
                                             ", expected " + shape_string(a.shape));
         }
         if (other.size() != m_views.size())
-            throw std::invalid_argument(head + std::to_string(other.size()) + " tensors, expected " +
+            throw std::invalid_argument(head() + std::to_string(other.size()) + " tensors, expected " +
                                         std::to_string(m_views.size()) + " (" + names_string() + ")");
     }
 
