@@ -134,10 +134,12 @@ int main(int argc, char** argv) {
     }
     // Where a training step's time goes, over all the variants.
     summary["time_split"] = {{"meta_gradient", memory / total}, {"outer_loss", loss / total},
-                             {"optimizer", optimizer / total}, {"data", data / total}, {"seconds", total}};
+                             {"optimizer", optimizer / total}, {"data", data / total},
+                             {"other", 1 - (memory + loss + optimizer + data) / total}, {"seconds", total}};
     std::printf("\na training step: %.1f%% meta-gradient (the layer's forward and backward), %.1f%% outer loss and "
-                "dL/dY, %.1f%% optimizer, %.1f%% data (%.1f s of training in all)\n",
-                100 * memory / total, 100 * loss / total, 100 * optimizer / total, 100 * data / total, total);
+                "dL/dY, %.1f%% optimizer, %.1f%% data, %.1f%% the rest (%.1f s of training in all)\n",
+                100 * memory / total, 100 * loss / total, 100 * optimizer / total, 100 * data / total,
+                100 * (1 - (memory + loss + optimizer + data) / total), total);
     try {
         std::filesystem::create_directories(out);
         std::ofstream(out / "summary.json") << summary.dump(2) << "\n";

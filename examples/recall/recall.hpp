@@ -161,7 +161,7 @@ struct config {
 struct outcome {
     std::vector<double> loss;                        // per step
     std::map<std::size_t, recall_score> scores;      // by N, on held-out sequences
-    double seconds = 0;            // training, in all
+    double seconds = 0;            // training, in all (the parts below and the bookkeeping)
     double memory_seconds = 0;     // the layer's forward and backward: the meta-gradient
     double loss_seconds = 0;       // the outer loss and dL/dY
     double optimizer_seconds = 0;  // AdamW
@@ -187,8 +187,16 @@ inline void initialise(parameters& p, std::uint64_t seed) {
 /// Progress of a run: (step, steps, loss, tokens so far, seconds so far).
 using progress_fn = std::function<void(std::size_t, std::size_t, double, std::size_t, double)>;
 
-using clock = std::chrono::steady_clock;
-inline double since(clock::time_point t0) { return std::chrono::duration<double>(clock::now() - t0).count(); }
+/// Lap times: `lap(x)` adds the seconds since the last lap (or the start) to x.
+struct stopwatch {
+    using clock = std::chrono::steady_clock;
+    clock::time_point last = clock::now();
+    void operator()(double& into) {
+        const auto now = clock::now();
+        into += std::chrono::duration<double>(now - last).count();
+        last = now;
+    }
+};
 
 /// Meta-trains one variant. Every variant sees the same batches (the same seed).
 template <bool FirstOrder>
@@ -216,31 +224,27 @@ outcome train(const config& cfg, variant v, const progress_fn& progress = {}) {
     tr::random_stream rng(cfg.seed, "train batches");
     std::vector<batch> batches(cfg.max_pairs + 1);  // one per N: no allocation once each N was seen
     std::vector<xt::xtensor<double, 3>> dYs(cfg.max_pairs + 1);
+    stopwatch wall;  // the whole step, bookkeeping and progress display included
     for (std::size_t step = 0; step < cfg.steps; ++step) {
-        auto t0 = clock::now();
+        stopwatch lap;  // lap(x): x += the seconds since the last lap
         const std::size_t N = cfg.min_pairs + rng.below(cfg.max_pairs - cfg.min_pairs + 1);
         batch& b = batches[N];
         auto& dY = dYs[N];
         make_batch(rng, cfg.batch, N, b);
-        auto t1 = clock::now();
+        lap(out.data_seconds);
         const auto& Y = mem.forward(ctx, p, h, b.tokens, opt);
-        auto t2 = clock::now();
+        lap(out.memory_seconds);
         const double loss = query_loss(b, Y, dY);  // dY = dL/dY, zero at the writes
-        auto t3 = clock::now();
+        lap(out.loss_seconds);
         mem.backward(ctx, dY, g);
-        auto t4 = clock::now();
+        lap(out.memory_seconds);
         optimizer.step(grads, loss);  // throws, with p unchanged, on a non-finite loss or gradient
+        lap(out.optimizer_seconds);
         // [train]
-        auto t5 = clock::now();
-        auto sec = [](auto a, auto z) { return std::chrono::duration<double>(z - a).count(); };
-        out.data_seconds += sec(t0, t1);
-        out.memory_seconds += sec(t1, t2) + sec(t3, t4);
-        out.loss_seconds += sec(t2, t3);
-        out.optimizer_seconds += sec(t4, t5);
-        out.seconds += sec(t0, t5);
         out.tokens += b.tokens.shape()[0] * b.tokens.shape()[1];
         out.loss.push_back(loss);
         if (progress) progress(step + 1, cfg.steps, loss, out.tokens, out.seconds);
+        wall(out.seconds);
     }
 
     // Held-out sequences (their own stream), the same for every variant.
