@@ -15,6 +15,15 @@
 
 namespace mnemo::train {
 
+namespace detail {
+// What `tensor_list::add(Params&)` calls `for_each` with in its constraint: a named type
+// rather than a lambda, which crashes clang 14 there (in a requires-expression).
+struct named_tensor_probe {
+    template <class Tensor>
+    void operator()(const std::string&, Tensor&) const {}
+};
+}  // namespace detail
+
 /// One tensor: its name, its data (row-major, contiguous) and its shape.
 template <class T>
 struct tensor_view {
@@ -64,7 +73,7 @@ public:
     /// such as a memory's `parameters_type` (its gradients too): "M0[0]", "WK", ...,
     /// each name after `prefix`.
     template <class Params>
-        requires requires(Params& p) { p.for_each([](const std::string&, auto&) {}); } &&
+        requires requires(Params& p, detail::named_tensor_probe f) { p.for_each(f); } &&
                  (!requires(Params& p) { p.data(); })
     tensor_list& add(Params& p, const std::string& prefix = "") {
         p.for_each([&](const std::string& name, auto& t) { add(prefix + name, t); });
