@@ -4,8 +4,9 @@
 //
 // Trains four variants with the same budget, seed and batches (the exact meta-gradient;
 // first-order; W_K and W_V frozen at their initial values; no memory), prints a table of
-// recall accuracy and error by the number of pairs N, and writes `summary.json` and
-// `curves.json` into the output folder; examples/recall/plot.py draws the pictures from them.
+// recall accuracy and error by the number of pairs N, and writes `summary.json`,
+// `curves.json` and each variant's checkpoint (parameters and AdamW state, `<variant>.npz`)
+// into the output folder; examples/recall/plot.py draws the pictures from the JSON files.
 #include <unistd.h>
 
 #include <cstdio>
@@ -83,6 +84,13 @@ int main(int argc, char** argv) {
         return 2;
     }
 
+    try {
+        std::filesystem::create_directories(out);
+    } catch (const std::exception& e) {
+        std::cerr << "recall: cannot make the folder " << out << ": " << e.what() << "\n";
+        return 1;
+    }
+    cfg.checkpoints = out.string();
     const std::vector<recall::variant> variants = {recall::variant::full, recall::variant::first_order,
                                                    recall::variant::frozen_kv, recall::variant::no_memory};
     std::map<std::string, recall::outcome> results;
@@ -141,13 +149,13 @@ int main(int argc, char** argv) {
                 100 * memory / total, 100 * loss / total, 100 * optimizer / total, 100 * data / total,
                 100 * (1 - (memory + loss + optimizer + data) / total), total);
     try {
-        std::filesystem::create_directories(out);
         std::ofstream(out / "summary.json") << summary.dump(2) << "\n";
         std::ofstream(out / "curves.json") << curves.dump() << "\n";
     } catch (const std::exception& e) {
         std::cerr << "recall: cannot write into " << out << ": " << e.what() << "\n";
         return 1;
     }
-    std::printf("wrote %s and %s\n", (out / "summary.json").c_str(), (out / "curves.json").c_str());
+    std::printf("wrote %s, %s and the checkpoints %s/{full,first_order,frozen_kv,no_memory}.npz\n",
+                (out / "summary.json").c_str(), (out / "curves.json").c_str(), out.c_str());
     return 0;
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <string>
@@ -15,6 +16,7 @@
 
 #include <mnemo/mnemo.hpp>
 #include <mnemo/train.hpp>
+#include <mnemo/train/checkpoint.hpp>
 
 namespace recall {
 
@@ -156,6 +158,7 @@ struct config {
     std::size_t threads = 2;
     std::size_t eval_sequences = 256;                     // per N
     std::vector<std::size_t> eval_pairs = {1, 2, 4, 6, 8, 12, 16};
+    std::string checkpoints;  // a folder: each variant's parameters and AdamW state to <variant>.npz
 };
 
 struct outcome {
@@ -246,6 +249,9 @@ outcome train(const config& cfg, variant v, const progress_fn& progress = {}) {
         if (progress) progress(step + 1, cfg.steps, loss, out.tokens, out.seconds);
         wall(out.seconds);
     }
+
+    if (!cfg.checkpoints.empty())
+        tr::save_checkpoint(std::filesystem::path(cfg.checkpoints) / (std::string(name_of(v)) + ".npz"), params, &optimizer);
 
     // Held-out sequences (their own stream), the same for every variant.
     batch b;
