@@ -29,8 +29,11 @@ case "$DEMO" in
         /usr/bin/python3 examples/recall/plot.py "$out"
         ;;
     char_lm)
+        out="$BUILD_DIR/demo/char_lm"
         log "running $BUILD_DIR/examples/char_lm"
-        "$BUILD_DIR/examples/char_lm" "$@"
+        "$BUILD_DIR/examples/char_lm" --out "$out" "$@"
+        log "drawing the pictures"
+        /usr/bin/python3 examples/char_lm/plot.py "$out"
         ;;
     *)
         log "running $BUILD_DIR/examples/$DEMO"

@@ -4,7 +4,7 @@
 Usage: /usr/bin/python3 examples/char_lm/plot.py OUT_DIR [IMAGE_DIR]
 
 Reads OUT_DIR/{train_loss.csv,loss_by_position.csv,summary.json}, written by
-build/examples/char_lm/char_lm, and writes char_lm_loss_by_position.png and
+build/examples/char_lm, and writes char_lm_loss_by_position.png and
 char_lm_train_loss.png into IMAGE_DIR (default OUT_DIR).
 """
 
