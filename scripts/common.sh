@@ -24,10 +24,13 @@ ensure_packages() {
     # writes checkpoints (.npz), which a test reads back with python3-numpy; python3-matplotlib
     # draws the demos' pictures; bible-kjv (with bible-kjv-text) prints the text of the
     # char_lm demo and its test; the demos parse their arguments with cxxopts and write JSON
-    # with nlohmann-json.
+    # with nlohmann-json. The PyTorch package (python/mnemo_torch) compiles its extensions against
+    # Debian's torch (python3-torch, libtorch-dev) with pybind11 and ninja (ninja-build), and
+    # its tests run with python3-pytest.
     local packages=(libboost-dev xtensor-dev libxtensor-blas-dev libxsimd-dev doctest-dev
                     libopenblas-dev cmake g++ make python3 libzip-dev python3-numpy
-                    python3-matplotlib bible-kjv bible-kjv-text libcxxopts-dev nlohmann-json3-dev)
+                    python3-matplotlib bible-kjv bible-kjv-text libcxxopts-dev nlohmann-json3-dev
+                    python3-torch libtorch-dev pybind11-dev python3-pybind11 ninja-build python3-pytest)
     if [[ "${CXX:-}" == *clang* ]]; then
         packages+=(clang)
     fi

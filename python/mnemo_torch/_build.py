@@ -1,0 +1,232 @@
+"""Building and loading the compiled extension of one memory configuration.
+
+mnemo's shapes are compile-time: each configuration (model, sizes, gates, dtype, ...) is a
+C++ type. A configuration not built yet is written as a small C++ unit from the template
+``_binding.cpp.in`` and compiled with ``torch.utils.cpp_extension.load`` on first use (about
+a minute with g++ 12); the result is cached on disk under a hash of the generated source,
+mnemo's headers, the build flags and the torch version, and loaded from there afterwards.
+
+Environment:
+    MNEMO_TORCH_CACHE    the cache directory (default: $XDG_CACHE_HOME/mnemo_torch, or
+                         ~/.cache/mnemo_torch); one subdirectory per configuration
+    MNEMO_INCLUDE_DIR    mnemo's include directory (default: ../../include from this file,
+                         the repository's)
+    MNEMO_TORCH_CXXFLAGS extra compiler flags, split on whitespace (default: -O2)
+    MNEMO_TORCH_QUIET    1: no compile messages
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Tuple
+
+_HERE = Path(__file__).resolve().parent
+_TEMPLATE = _HERE / "_binding.cpp.in"
+# Bumped when the generated unit's interface changes in a way the template text does not show.
+_BINDING_ABI = "1"
+
+ACTIVATIONS = {
+    "silu": "mm::silu_act",
+    "gelu": "mm::gelu_act",
+    "gelu_tanh": "mm::gelu_act",
+    "gelu_exact": "mm::gelu_exact_act",
+    "relu": "mm::relu_act",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A memory configuration: everything that is a compile-time choice in mnemo.
+
+    Run-time options (chunk size, checkpointing, threads) and hyperparameters (theta_max,
+    constant gates' values) are not part of it: one build serves them all.
+    """
+
+    dim: int
+    model: str = "linear"  # "linear" or "mlp"
+    hidden: Tuple[int, ...] = ()  # the MLP's hidden sizes
+    activation: str = "silu"
+    bias: bool = False  # MLP biases
+    residual: bool = False  # M(k) = k + inner(k)
+    gates: str = "data"  # "data" or "const"
+    normalize_kq: bool = False
+    first_order: bool = False
+    dtype: str = "float32"  # "float32" or "float64"
+
+    def model_type(self) -> str:
+        d = self.dim
+        if self.model == "linear":
+            inner = f"mm::linear<{d}>"
+        elif self.model == "mlp":
+            sizes = ", ".join(str(h) for h in self.hidden)
+            inner = f"mm::mlp<{ACTIVATIONS[self.activation]}, {'true' if self.bias else 'false'}, {d}, {sizes}>"
+        else:  # validated by the module
+            raise ValueError(f"unknown model {self.model!r}")
+        return f"mm::residual<{inner}>" if self.residual else inner
+
+    def spec_type(self) -> str:
+        gates = f"mm::data_gates<{self.dim}>" if self.gates == "data" else "mm::const_gates"
+        return (f"mm::spec<{self.dim}, {self.model_type()}, mm::l2_loss, mm::titans_rule, {gates}, mm::mse, "
+                f"{'true' if self.normalize_kq else 'false'}>")
+
+    def scalar_type(self) -> str:
+        return "double" if self.dtype == "float64" else "float"
+
+    def describe(self) -> str:
+        parts = [f"dim={self.dim}", f"model={self.model}"]
+        if self.model == "mlp":
+            parts += [f"hidden={list(self.hidden)}", f"activation={self.activation}", f"bias={self.bias}"]
+        if self.residual:
+            parts.append("residual=True")
+        parts.append(f"gates={self.gates}")
+        if self.normalize_kq:
+            parts.append("normalize_kq=True")
+        if self.first_order:
+            parts.append("first_order=True")
+        parts.append(f"dtype={self.dtype}")
+        return ", ".join(parts)
+
+
+def include_dir() -> Path:
+    env = os.environ.get("MNEMO_INCLUDE_DIR")
+    path = Path(env) if env else _HERE.parent.parent / "include"
+    if not (path / "mnemo" / "memory.hpp").is_file():
+        where = "MNEMO_INCLUDE_DIR" if env else "the repository (../../include from mnemo_torch)"
+        raise RuntimeError(f"mnemo_torch: mnemo's headers are not in {path} (from {where}); "
+                           "set MNEMO_INCLUDE_DIR to the directory that holds mnemo/memory.hpp")
+    return path
+
+
+def cache_root() -> Path:
+    env = os.environ.get("MNEMO_TORCH_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "mnemo_torch"
+
+
+def cxx_flags() -> list:
+    extra = os.environ.get("MNEMO_TORCH_CXXFLAGS")
+    opt = extra.split() if extra is not None else ["-O2"]
+    # torch 1.13's headers warn under C++20 (std::iterator is deprecated): not ours to fix.
+    return ["-std=c++20", "-DNDEBUG", "-Wno-deprecated-declarations"] + opt
+
+
+LDFLAGS = ("-lopenblas",)
+
+
+def _headers_digest(inc: Path) -> str:
+    # Every header the unit can include (mnemo/memory.hpp and what it includes); the training
+    # headers (mnemo/train/) are not: their edits need no rebuild.
+    h = hashlib.sha256()
+    for p in sorted((inc / "mnemo").rglob("*.hpp")):
+        if p.relative_to(inc / "mnemo").parts[0] == "train":
+            continue
+        h.update(str(p.relative_to(inc)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+_headers_digest_cache: dict = {}
+
+
+def source_of(config: Config) -> str:
+    text = _TEMPLATE.read_text()
+    return (text.replace("@SPEC@", config.spec_type())
+                .replace("@SCALAR@", config.scalar_type())
+                .replace("@FIRST_ORDER@", "true" if config.first_order else "false")
+                .replace("@DESCRIPTION@", config.describe()))
+
+
+def config_hash(config: Config, source: str, inc: Path) -> str:
+    import torch
+
+    key = str(inc.resolve())
+    if key not in _headers_digest_cache:
+        _headers_digest_cache[key] = _headers_digest(inc)
+    h = hashlib.sha256()
+    for part in (_BINDING_ABI, source, _headers_digest_cache[key], " ".join(cxx_flags()), " ".join(LDFLAGS),
+                 torch.__version__, sys.version, repr(config)):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+_loaded: dict = {}
+_lock = threading.Lock()
+
+
+def _message(text: str) -> None:
+    if os.environ.get("MNEMO_TORCH_QUIET", "") not in ("", "0"):
+        return
+    print(f"mnemo_torch: {text}", file=sys.stderr, flush=True)
+
+
+def _import_from(path: Path, name: str):
+    loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+    spec = importlib.util.spec_from_file_location(name, str(path), loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+# Every load from disk or by compiling in this process, in order (for tests and benchmarks):
+# {"config", "compiled", "seconds", "directory"}; `last_load` is the latest.
+load_log: list = []
+last_load: dict = {}
+
+
+def load(config: Config):
+    """The extension module of `config`: from this process, the disk cache, or compiled."""
+    with _lock:
+        if config in _loaded:
+            return _loaded[config]
+        import torch  # noqa: F401  (the extension links against it: load it first)
+
+        start = time.perf_counter()
+        inc = include_dir()
+        source = source_of(config)
+        digest = config_hash(config, source, inc)
+        name = f"mnemo_torch_{digest}"
+        build_dir = cache_root() / digest
+        so = build_dir / f"{name}.so"
+        done = build_dir / "complete"
+        compiled = False
+        if so.is_file() and done.is_file():
+            module = _import_from(so, name)
+        else:
+            from torch.utils import cpp_extension
+
+            build_dir.mkdir(parents=True, exist_ok=True)
+            src = build_dir / f"{name}.cpp"
+            if not src.is_file() or src.read_text() != source:
+                tmp = build_dir / f".{name}.cpp.{os.getpid()}"
+                tmp.write_text(source)
+                os.replace(tmp, src)
+            _message(f"compiling the memory ({config.describe()}) on first use; this takes about a minute "
+                     f"(cached in {build_dir})")
+            try:
+                module = cpp_extension.load(
+                    name=name, sources=[str(src)], extra_cflags=cxx_flags(), extra_ldflags=list(LDFLAGS),
+                    extra_include_paths=[str(inc)], build_directory=str(build_dir), verbose=False)
+            except Exception as e:  # the compiler's output is in the exception
+                raise RuntimeError(f"mnemo_torch: compiling the memory ({config.describe()}) failed "
+                                   f"(build directory {build_dir}): {e}") from e
+            done.write_text(config.describe() + "\n")
+            compiled = True
+        seconds = time.perf_counter() - start
+        if compiled:
+            _message(f"compiled the memory ({config.describe()}) in {seconds:.1f} s")
+        last_load.clear()
+        last_load.update(config=config, compiled=compiled, seconds=seconds, directory=str(build_dir))
+        load_log.append(dict(last_load))
+        _loaded[config] = module
+        return module
