@@ -21,19 +21,12 @@ configure
 log "building $DEMO"
 cmake --build "$BUILD_DIR" -j "$JOBS" --target "$DEMO"
 case "$DEMO" in
-    recall)
-        out="$BUILD_DIR/demo/recall"
-        log "running $BUILD_DIR/examples/recall"
-        "$BUILD_DIR/examples/recall" --out "$out" "$@"
+    recall|char_lm)
+        out="$BUILD_DIR/demo/$DEMO"
+        log "running $BUILD_DIR/examples/$DEMO"
+        "$BUILD_DIR/examples/$DEMO" --out "$out" "$@"
         log "drawing the pictures"
-        /usr/bin/python3 examples/recall/plot.py "$out"
-        ;;
-    char_lm)
-        out="$BUILD_DIR/demo/char_lm"
-        log "running $BUILD_DIR/examples/char_lm"
-        "$BUILD_DIR/examples/char_lm" --out "$out" "$@"
-        log "drawing the pictures"
-        /usr/bin/python3 examples/char_lm/plot.py "$out"
+        /usr/bin/python3 "examples/$DEMO/plot.py" "$out"
         ;;
     *)
         log "running $BUILD_DIR/examples/$DEMO"

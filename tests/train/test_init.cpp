@@ -7,9 +7,11 @@
 #include <string>
 
 #include <mnemo/train.hpp>
+#include "support/message_of.hpp"
 #include <xtensor/xtensor.hpp>
 
 namespace tr = mnemo::train;
+using mnemo_test::message_of;
 
 namespace {
 
@@ -28,16 +30,6 @@ moments moments_of(const Tensor& t) {
     for (double v : t) m.std += (v - m.mean) * (v - m.mean);
     m.std = std::sqrt(m.std / double(t.size()));
     return m;
-}
-
-template <class E>
-std::string message_of(E&& f) {
-    try {
-        f();
-    } catch (const std::exception& e) {
-        return e.what();
-    }
-    return "(no exception)";
 }
 
 }  // namespace

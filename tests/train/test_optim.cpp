@@ -11,9 +11,11 @@
 #include <vector>
 
 #include <mnemo/train.hpp>
+#include "support/message_of.hpp"
 #include <xtensor/xtensor.hpp>
 
 namespace tr = mnemo::train;
+using mnemo_test::message_of;
 
 namespace {
 
@@ -36,16 +38,6 @@ bool same_bits(const two_tensors& a, const two_tensors& b) {
     for (std::size_t k = 0; k < a.W.size(); ++k)
         if (std::memcmp(&a.W.data()[k], &b.W.data()[k], sizeof(double)) != 0) return false;
     return std::memcmp(&a.b(), &b.b(), sizeof(double)) == 0;
-}
-
-template <class E>
-std::string message_of(E&& f) {
-    try {
-        f();
-    } catch (const std::exception& e) {
-        return e.what();
-    }
-    return "(no exception)";
 }
 
 }  // namespace
