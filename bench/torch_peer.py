@@ -232,16 +232,18 @@ def random_problem(B, d, T, kind, h, dtype=torch.float32, seed=12345):
 # Benchmark
 # ----------------------------------------------------------------------------------------
 
-def bench(a):
-    B, d, T, kind, h, chunk = CONFIGS[a.config]
-    p, X, Y = random_problem(B, d, T, kind, h)
+def time_steps(a, meta_step, B, T):
+    """Times `meta_step()` (one meta-gradient step returning (loss, grads)) as --warmup,
+    --seconds and --runs ask; returns the JSON record (name, threads, median_s, min_s, runs,
+    loss, tokens_per_s, peak_rss_mb, glibc_tunables) and the sorted times. Shared with
+    torch_skilled.py."""
     times = []
     loss = float("nan")
 
     def step():
         nonlocal loss
         t0 = time.perf_counter()
-        L, grads = meta_gradient(p, X, Y, kind, chunk)
+        L, grads = meta_step()
         dt = time.perf_counter() - t0
         loss = L.item()
         del L, grads
@@ -266,6 +268,14 @@ def bench(a):
          "loss": loss, "tokens_per_s": B * T / med,
          "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
          "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
+    return r, times
+
+
+def bench(a):
+    B, d, T, kind, h, chunk = CONFIGS[a.config]
+    p, X, Y = random_problem(B, d, T, kind, h)
+    r, times = time_steps(a, lambda: meta_gradient(p, X, Y, kind, chunk), B, T)
+    loss, med = r["loss"], r["median_s"]
     if not math.isfinite(loss):
         print(f"torch_peer: {a.config}: loss is not finite ({loss})", file=sys.stderr)
     if a.json:

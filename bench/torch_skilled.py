@@ -527,37 +527,9 @@ def bench(a):
         return 2
     fwd = vs[variant]
     p, X, Y = peer.random_problem(B, d, T, kind, h)
-    times = []
-    loss = float("nan")
-
-    def step():
-        nonlocal loss
-        t0 = time.perf_counter()
-        L, grads = meta_gradient(fwd, p, X, Y)
-        dt = time.perf_counter() - t0
-        loss = L.item()
-        del L, grads
-        return dt
-
-    for i in range(a.warmup):
-        dt = step()
-        if not a.json:
-            print(f"warm-up step {i + 1}: {dt * 1e3:.3f} ms", file=sys.stderr)
-    start = time.perf_counter()
-    while True:
-        times.append(step())
-        if a.runs and len(times) >= a.runs:
-            break
-        if time.perf_counter() - start >= a.seconds and len(times) >= 3:
-            break
-    if not a.json:
-        print("timed steps (ms): " + " ".join(f"{t * 1e3:.1f}" for t in times), file=sys.stderr)
-    times.sort()
-    med = times[len(times) // 2]
-    r = {"name": a.config, "threads": a.threads, "median_s": med, "min_s": times[0], "runs": len(times),
-         "loss": loss, "tokens_per_s": B * T / med,
-         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
-         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "variant": variant}
+    r, times = peer.time_steps(a, lambda: meta_gradient(fwd, p, X, Y), B, T)
+    r["variant"] = variant
+    loss, med = r["loss"], r["median_s"]
     if tried is not None:
         r["trials"] = tried
     if not math.isfinite(loss):
