@@ -34,7 +34,6 @@ using memory = mm::sequence_memory<spec, double, FirstOrder>;
 // [model]
 using parameters = memory<false>::parameters_type;
 using hyperparameters = memory<false>::hyperparameters_type;
-static_assert(std::is_same_v<parameters, memory<true>::parameters_type>);
 
 /// A batch of B sequences of N pairs: tokens (B, 2N, d), the values (B, N, key_size) and,
 /// per query, the index of the pair it asks for.

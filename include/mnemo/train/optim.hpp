@@ -103,14 +103,13 @@ protected:
                 const std::vector<std::size_t>& shape() const { return sh; }
                 std::size_t size() const { return v->size(); }
             } f{&v, m_params[i].shape};
-            m_state_views.add(std::string(kind_name()) + "." + buffer + "." + m_params[i].name, f);
+            m_state_views.add(std::string(kind()) + "." + buffer + "." + m_params[i].name, f);
         }
     }
 
     /// The update of tensor i with the gradient `g` (already clipped by `scale`) at learning
     /// rate `lr`; `t` is the step number (1 for the first).
     virtual void update(std::size_t i, const T* g, T scale, double lr, std::size_t t) = 0;
-    virtual const char* kind_name() const = 0;
 
 private:
     void step_impl(const tensor_list<T>& grads, const double* loss) {
@@ -194,7 +193,6 @@ public:
     const adamw_options& options() const { return m_o; }
 
 private:
-    const char* kind_name() const override { return "adamw"; }
     void update(std::size_t i, const T* g, T scale, double lr, std::size_t t) override {
         const auto& p = this->m_params[i];
         T* m = m_m[i].data();
@@ -243,7 +241,6 @@ public:
     const sgd_options& options() const { return m_o; }
 
 private:
-    const char* kind_name() const override { return "sgd"; }
     void update(std::size_t i, const T* g, T scale, double lr, std::size_t t) override {
         const auto& p = this->m_params[i];
         T* b = m_b[i].data();
