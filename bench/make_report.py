@@ -332,6 +332,12 @@ def report(jsonl, out):
     w("```")
     w("")
     w("</details>")
+    # The section bench/torch_module.py writes (between its markers) is kept.
+    begin, end = "<!-- bench/torch_module.py: begin -->", "<!-- bench/torch_module.py: end -->"
+    if os.path.exists(out):
+        old = open(out).read()
+        if begin in old and end in old:
+            md += ["", begin + old.split(begin, 1)[1].split(end, 1)[0] + end]
     with open(out, "w") as f:
         f.write("\n".join(md) + "\n")
 

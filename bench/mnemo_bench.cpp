@@ -1,7 +1,7 @@
 // mnemo_bench --config NAME [--threads N] [--json] [--seconds S] [--tokens T] [--checkpoint C]
-//             [--dual-block N] [--no-dual] [--mode meta|dx|layer]
+//             [--dual-block N] [--no-dual] [--mode meta|dx|layer] [--optimizer]
 //
-// Times one meta-gradient step of a benchmark configuration (seed, seq64, batch64, mlp64,
+// Times one meta-gradient step of a benchmark configuration (seed, seq64, batch64, mlp64, mlpchunk64,
 // chunk64, big256): warm-up, then timed steps for a few seconds. With --json it prints one
 // line: name, threads, median and minimum seconds per step, runs, loss, tokens per second,
 // peak RSS, and GFLOP/s (the nominal 54 B T d^2 operations of a step per median time).
@@ -13,6 +13,7 @@
 // returns the gradient with respect to the tokens (run_options::token_gradient); --mode
 // layer times the layer interface: forward(context), dY of the mse loss, backward(context,
 // dY) with the gradients of the meta-parameters, the tokens and the initial states.
+// --optimizer adds one mnemo::train::adamw step (lr 1e-6) to every step: a training step.
 //
 // --config sgemm256 times one single-thread OpenBLAS sgemm, C = A B with n = 256, instead;
 // its "gflops" is 2 n^3 per median time (loss and tokens_per_s are 0).
@@ -27,8 +28,8 @@ extern "C" void openblas_set_num_threads(int);
 namespace {
 int usage(const char* argv0) {
     std::fprintf(stderr,
-                 "usage: %s --config seed|seq64|batch64|mlp64|chunk64|big256|sgemm256 [--threads N] [--json] [--seconds S] "
-                 "[--tokens T] [--checkpoint C] [--runs N] [--dual-block N] [--no-dual] [--mode meta|dx|layer]\n",
+                 "usage: %s --config seed|seq64|batch64|mlp64|chunk64|big256|mlpchunk64|sgemm256 [--threads N] [--json] [--seconds S] "
+                 "[--tokens T] [--checkpoint C] [--runs N] [--dual-block N] [--no-dual] [--mode meta|dx|layer] [--optimizer]\n",
                  argv0);
     return 2;
 }
@@ -70,6 +71,7 @@ int main(int argc, char** argv) {
             else if (a == "--runs") o.max_runs = number(to_int);
             else if (a == "--dual-block") o.dual_block = number(to_size);
             else if (a == "--no-dual") o.dual_form = false;
+            else if (a == "--optimizer") o.optimizer = true;
             else if (a == "--mode") {
                 o.mode = next();
                 if (o.mode != "meta" && o.mode != "dx" && o.mode != "layer")
@@ -92,14 +94,16 @@ int main(int argc, char** argv) {
     else if (o.config == "batch64") r = bench::run_linear64(o, "batch64", 16, 1);
     else if (o.config == "chunk64") r = bench::run_linear64(o, "chunk64", 16, 16);
     else if (o.config == "mlp64") r = bench::run_mlp64(o);
+    else if (o.config == "mlpchunk64") r = bench::run_mlpchunk64(o);
     else if (o.config == "big256") r = bench::run_big256(o);
     else if (o.config == "sgemm256") r = bench::run_sgemm256(o);
     else return usage(argv[0]);
 
     if (json)
-        std::printf("{\"name\": \"%s\", \"mode\": \"%s\", \"threads\": %d, \"median_s\": %.6g, \"min_s\": %.6g, \"runs\": %d, \"loss\": "
-                    "%.6g, \"tokens_per_s\": %.6g, \"peak_rss_mb\": %.1f, \"gflops\": %.6g}\n",
-                    r.name.c_str(), r.mode.c_str(), r.threads, r.median_s, r.min_s, r.runs, r.loss, r.tokens_per_s,
+        std::printf("{\"name\": \"%s\", \"mode\": \"%s\", \"optimizer\": %s, \"threads\": %d, \"median_s\": %.6g, "
+                    "\"min_s\": %.6g, \"runs\": %d, \"loss\": %.6g, \"tokens_per_s\": %.6g, \"peak_rss_mb\": %.1f, "
+                    "\"gflops\": %.6g}\n",
+                    r.name.c_str(), r.mode.c_str(), o.optimizer ? "true" : "false", r.threads, r.median_s, r.min_s, r.runs, r.loss, r.tokens_per_s,
                     r.peak_rss_mb, r.gflops);
     else if (o.config == "sgemm256")
         std::printf("%s: n=%zu threads=%d  median %.3f ms  min %.3f ms  (%d runs)  %.1f GFLOP/s  peak RSS %.1f MB\n",

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <mnemo/mnemo.hpp>
+#include <mnemo/train.hpp>
 
 namespace bench {
 
@@ -32,6 +33,9 @@ struct options {
     /// gradient (run_options::token_gradient); "layer": the layer interface, forward(context)
     /// then backward(context, dY) with dY of the mse loss formed here, returning dL/dX.
     std::string mode = "meta";
+    /// One AdamW step (mnemo::train::adamw, lr 1e-6) after each gradient: a training step,
+    /// as bench/torch_module.py times inside PyTorch.
+    bool optimizer = false;
 };
 
 struct result {
@@ -141,10 +145,16 @@ result run(const std::string& name, std::size_t batch, std::size_t length, std::
     // As in a training loop: the result is kept between steps (no allocation once warm).
     typename memory_type::result out;
     ro.token_gradient = opt.mode == "dx";
+    namespace tr = mnemo::train;
+    tr::tensor_list<T> params;
+    params.add(p);
+    tr::adamw<T> adamw(params, {.lr = 1e-6, .weight_decay = 0});
+    tr::tensor_list<T> grads;
     if (opt.mode == "layer") {
         // (Made here only: not counted in the other modes' peak memory.)
         typename memory_type::context ctx;
         typename memory_type::layer_gradients g;
+        grads.add(g.grads);
         xt::xtensor<T, 3> dY = xt::zeros_like(targets);
         const T scale = T(2) / T(batch * length * memory_type::d_out);
         time_steps(
@@ -158,13 +168,17 @@ result run(const std::string& name, std::size_t batch, std::size_t length, std::
                 }
                 memory.backward(ctx, dY, g);
                 r.loss = loss / double(Y.size());
+                if (opt.optimizer) adamw.step(grads);
             },
             1, opt, r);
     } else {
+        memory.meta_gradient(out, p, h, tokens, targets, ro);  // out.grads: the buffers of every step
+        grads.add(out.grads);
         time_steps(
             [&] {
                 memory.meta_gradient(out, p, h, tokens, targets, ro);
                 r.loss = double(out.loss);
+                if (opt.optimizer) adamw.step(grads);
             },
             1, opt, r);
     }
@@ -178,6 +192,7 @@ result run(const std::string& name, std::size_t batch, std::size_t length, std::
 result run_seed(const options&);
 result run_linear64(const options&, const std::string& name, std::size_t batch, std::size_t chunk);
 result run_mlp64(const options&);
+result run_mlpchunk64(const options&);
 result run_big256(const options&);
 result run_sgemm256(const options&);
 

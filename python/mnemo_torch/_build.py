@@ -11,13 +11,15 @@ Environment:
                          ~/.cache/mnemo_torch); one subdirectory per configuration
     MNEMO_INCLUDE_DIR    mnemo's include directory (default: ../../include from this file,
                          the repository's)
-    MNEMO_TORCH_CXXFLAGS extra compiler flags, split on whitespace (default: -O2)
+    MNEMO_TORCH_CXXFLAGS the optimisation flags, split on whitespace (default: -O3
+                         -march=native; the cache key then holds the processor's identity)
     MNEMO_TORCH_QUIET    1: no compile messages
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -42,6 +44,15 @@ ACTIVATIONS = {
 }
 
 
+INNER_LOSSES = ("l2", "huber", "l1", "dot")
+RULES = {
+    "titans": "mm::titans_rule",
+    "delta": "mm::delta_rule",
+    "normalized_momentum": "mm::normalized_momentum_rule",
+    "newton_schulz": "mm::newton_schulz_rule<3>",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """A memory configuration: everything that is a compile-time choice in mnemo.
@@ -60,33 +71,68 @@ class Config:
     normalize_kq: bool = False
     first_order: bool = False
     dtype: str = "float32"  # "float32" or "float64"
+    dim_head: int = 0  # the memory's key and value size (0: dim)
+    inner_loss: str = "l2"  # one of INNER_LOSSES
+    huber_delta: Tuple[int, int] = (1, 1)  # the Huber loss's delta, as a fraction (compile-time in mnemo)
+    rule: str = "titans"  # one of RULES
+    layer_norm: bool = False  # M(k) = ln_scale * normalise(inner(k)) (inside the residual)
+
+    @property
+    def key_size(self) -> int:
+        return self.dim_head or self.dim
 
     def model_type(self) -> str:
-        d = self.dim
+        k = self.key_size
         if self.model == "linear":
-            inner = f"mm::linear<{d}>"
+            inner = f"mm::linear<{k}>"
         elif self.model == "mlp":
             sizes = ", ".join(str(h) for h in self.hidden)
-            inner = f"mm::mlp<{ACTIVATIONS[self.activation]}, {'true' if self.bias else 'false'}, {d}, {sizes}>"
+            inner = f"mm::mlp<{ACTIVATIONS[self.activation]}, {'true' if self.bias else 'false'}, {k}, {sizes}>"
         else:  # validated by the module
             raise ValueError(f"unknown model {self.model!r}")
+        if self.layer_norm:
+            inner = f"mm::layer_norm<{inner}>"
         return f"mm::residual<{inner}>" if self.residual else inner
+
+    def inner_loss_type(self) -> str:
+        if self.inner_loss == "l2":
+            return "mm::l2_loss"
+        if self.inner_loss == "huber":
+            return f"mm::huber_loss<{self.huber_delta[0]}, {self.huber_delta[1]}>"
+        if self.inner_loss == "l1":
+            return "mm::lp_loss<1>"
+        if self.inner_loss == "dot":
+            return "mm::dot_loss"
+        raise ValueError(f"unknown inner loss {self.inner_loss!r}")
 
     def spec_type(self) -> str:
         gates = f"mm::data_gates<{self.dim}>" if self.gates == "data" else "mm::const_gates"
-        return (f"mm::spec<{self.dim}, {self.model_type()}, mm::l2_loss, mm::titans_rule, {gates}, mm::mse, "
-                f"{'true' if self.normalize_kq else 'false'}>")
+        return (f"mm::spec<{self.dim}, {self.model_type()}, {self.inner_loss_type()}, {RULES[self.rule]}, {gates}, "
+                f"mm::mse, {'true' if self.normalize_kq else 'false'}>")
 
     def scalar_type(self) -> str:
         return "double" if self.dtype == "float64" else "float"
 
     def describe(self) -> str:
-        parts = [f"dim={self.dim}", f"model={self.model}"]
+        parts = [f"dim={self.dim}"]
+        if self.dim_head and self.dim_head != self.dim:
+            parts.append(f"dim_head={self.dim_head}")
+        parts.append(f"model={self.model}")
         if self.model == "mlp":
             parts += [f"hidden={list(self.hidden)}", f"activation={self.activation}", f"bias={self.bias}"]
+        if self.layer_norm:
+            parts.append("layer_norm=True")
         if self.residual:
             parts.append("residual=True")
         parts.append(f"gates={self.gates}")
+        if self.inner_loss != "l2":
+            loss = self.inner_loss
+            if loss == "huber":
+                n, d = self.huber_delta
+                loss += f"(delta={n / d:g})"
+            parts.append(f"inner_loss={loss}")
+        if self.rule != "titans":
+            parts.append(f"rule={self.rule}")
         if self.normalize_kq:
             parts.append("normalize_kq=True")
         if self.first_order:
@@ -115,12 +161,28 @@ def cache_root() -> Path:
 
 def cxx_flags() -> list:
     extra = os.environ.get("MNEMO_TORCH_CXXFLAGS")
-    opt = extra.split() if extra is not None else ["-O2"]
+    # The unit is compiled on the machine that runs it: for its processor (as mnemo's own
+    # benchmarks are). The cache key holds the processor's identity (cpu_identity).
+    opt = extra.split() if extra is not None else ["-O3", "-march=native"]
     # torch 1.13's headers warn under C++20 (std::iterator is deprecated): not ours to fix.
     return ["-std=c++20", "-DNDEBUG", "-Wno-deprecated-declarations"] + opt
 
 
 LDFLAGS = ("-lopenblas",)
+
+
+def cpu_identity() -> str:
+    """The processor's model and instruction-set flags (a cache shared by machines, over a
+    network home, must not hand a -march=native build to another processor)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().split("\n\n", 1)[0].splitlines()
+    except OSError:
+        import platform
+
+        return platform.machine() + " " + platform.processor()
+    keep = ("vendor_id", "model name", "flags")
+    return "\n".join(ln for ln in lines if ln.split(":", 1)[0].strip() in keep)
 
 
 def _headers_digest(inc: Path) -> str:
@@ -153,8 +215,9 @@ def config_hash(config: Config, source: str, inc: Path) -> str:
     if key not in _headers_digest_cache:
         _headers_digest_cache[key] = _headers_digest(inc)
     h = hashlib.sha256()
-    for part in (_BINDING_ABI, source, _headers_digest_cache[key], " ".join(cxx_flags()), " ".join(LDFLAGS),
-                 torch.__version__, sys.version, repr(config)):
+    flags = cxx_flags()
+    for part in (_BINDING_ABI, source, _headers_digest_cache[key], " ".join(flags), " ".join(LDFLAGS),
+                 torch.__version__, sys.version, repr(config), cpu_identity() if "-march=native" in flags else ""):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
@@ -184,6 +247,25 @@ load_log: list = []
 last_load: dict = {}
 
 
+def _compile(config: Config, source: str, name: str, build_dir: Path, inc: Path):
+    from torch.utils import cpp_extension
+
+    src = build_dir / f"{name}.cpp"
+    if not src.is_file() or src.read_text() != source:
+        tmp = build_dir / f".{name}.cpp.{os.getpid()}"
+        tmp.write_text(source)
+        os.replace(tmp, src)
+    _message(f"compiling the memory ({config.describe()}) on first use; this takes about a minute "
+             f"(cached in {build_dir})")
+    try:
+        return cpp_extension.load(
+            name=name, sources=[str(src)], extra_cflags=cxx_flags(), extra_ldflags=list(LDFLAGS),
+            extra_include_paths=[str(inc)], build_directory=str(build_dir), verbose=False)
+    except Exception as e:  # the compiler's output is in the exception
+        raise RuntimeError(f"mnemo_torch: compiling the memory ({config.describe()}) failed "
+                           f"(build directory {build_dir}): {e}") from e
+
+
 def load(config: Config):
     """The extension module of `config`: from this process, the disk cache, or compiled."""
     with _lock:
@@ -203,25 +285,20 @@ def load(config: Config):
         if so.is_file() and done.is_file():
             module = _import_from(so, name)
         else:
-            from torch.utils import cpp_extension
-
             build_dir.mkdir(parents=True, exist_ok=True)
-            src = build_dir / f"{name}.cpp"
-            if not src.is_file() or src.read_text() != source:
-                tmp = build_dir / f".{name}.cpp.{os.getpid()}"
-                tmp.write_text(source)
-                os.replace(tmp, src)
-            _message(f"compiling the memory ({config.describe()}) on first use; this takes about a minute "
-                     f"(cached in {build_dir})")
-            try:
-                module = cpp_extension.load(
-                    name=name, sources=[str(src)], extra_cflags=cxx_flags(), extra_ldflags=list(LDFLAGS),
-                    extra_include_paths=[str(inc)], build_directory=str(build_dir), verbose=False)
-            except Exception as e:  # the compiler's output is in the exception
-                raise RuntimeError(f"mnemo_torch: compiling the memory ({config.describe()}) failed "
-                                   f"(build directory {build_dir}): {e}") from e
-            done.write_text(config.describe() + "\n")
-            compiled = True
+            # One compiler per configuration across processes (the ranks of a distributed
+            # job, parallel test runs): the others wait for it, then load its result.
+            with open(build_dir / "mnemo.lock", "a") as lock:  # not "lock": torch's own baton file
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    if so.is_file() and done.is_file():
+                        module = _import_from(so, name)
+                    else:
+                        module = _compile(config, source, name, build_dir, inc)
+                        done.write_text(config.describe() + "\n")
+                        compiled = True
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
         seconds = time.perf_counter() - start
         if compiled:
             _message(f"compiled the memory ({config.describe()}) in {seconds:.1f} s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -91,7 +92,7 @@ def _is_int(v) -> bool:
 class NeuralMemory(nn.Module):
     """A test-time memory (Titans-style) over sequences, as a torch module.
 
-    For tokens x (B, T, dim) it returns the retrievals y (B, T, dim): at every token
+    For tokens x (B, T, dim) it returns the retrievals y (B, T, dim_head): at every token
     the memory takes one step of its inner optimiser on ``||M(W_K x) - W_V x||^2`` (momentum
     ``eta``, forget gate ``alpha``, step ``theta``), then answers ``y = M(W_Q x)`` with the
     updated memory. The backward is mnemo's exact meta-gradient, through every inner update.
@@ -99,58 +100,108 @@ class NeuralMemory(nn.Module):
     Args:
         dim: the token size.
         model: ``"linear"`` (``M(k) = W k``) or ``"mlp"`` (``W_L act(... act(W_1 k) ...)``).
-        hidden: the MLP's hidden size, or a sequence of them (default ``4 * dim``).
+        hidden: the MLP's hidden size (default ``4 * dim_head``), or a sequence of sizes,
+            one per hidden layer.
+        depth: the MLP's number of layers (default 2: one hidden layer); with an int
+            ``hidden``, every hidden layer has that size; with a sequence, ``depth`` must be
+            ``len(hidden) + 1`` or None.
         activation: the MLP's activation: ``"silu"``, ``"gelu"`` (tanh form),
             ``"gelu_exact"`` (erf form) or ``"relu"``.
         bias: the MLP's layers have biases.
         residual: ``M(k) = k + inner(k)``.
+        layer_norm: ``M(k) = ln_scale * normalise(inner(k))`` (a learned scale
+            ``ln_scale``, initially 1; inside the residual when both are set).
+        dim_head: the memory's key and value size (default ``dim``): ``W_K``, ``W_V``,
+            ``W_Q`` are (dim_head, dim) and the retrievals (B, T, dim_head).
         gates: ``"data"`` (``alpha = sigmoid(wa . x + ba)``, ``eta = sigmoid(we . x + be)``,
             ``theta = theta_max * sigmoid(wt . x + bt)``, learned) or ``"const"`` (the
             hyperparameters ``eta``, ``alpha``, ``theta``).
         chunk: the chunk size: every token of a chunk takes its inner gradient at the memory
             of the chunk's start (1: sequential).
+        inner_loss: ``"l2"`` (``sum (M(k) - v)^2``), ``"huber"`` (``sum huber(M(k) - v,
+            huber_delta)``), ``"l1"`` (``sum |M(k) - v|``) or ``"dot"`` (``-M(k) . v``).
+        huber_delta: the Huber loss's threshold (a compile-time constant: each value is
+            its own build; stored as a fraction of denominator at most 10^6).
+        rule: the inner update: ``"titans"`` (momentum and forgetting), ``"delta"``
+            (``M = (1 - alpha) M - theta g``, no momentum), ``"normalized_momentum"``
+            (the momentum's step rescaled to norm theta) or ``"newton_schulz"`` (the
+            momentum orthogonalised by 3 Newton-Schulz iterations; matrices only, so no
+            biases).
         normalize_kq: l2-normalise keys and queries.
         first_order: first-order meta-gradient (the inner gradient held constant).
         dtype: ``torch.float32`` or ``torch.float64``.
         theta_max, eta, alpha, theta: the hyperparameters (``theta_max`` for data gates,
-            the others for constant gates); plain attributes, changeable between calls.
+            the others for constant gates; ``eta`` is unused by the delta rule); plain
+            attributes, changeable between calls.
         checkpoint, threads: mnemo's run options (checkpoint interval, 0: automatic;
             threads over the batch's sequences).
 
     The learned tensors are nn.Parameters named after mnemo's meta-parameters (their names
     and shapes come from the compiled memory): ``M0_0``, ``M0_1``, ... (mnemo's ``M0[0]``,
-    ...), ``WK``, ``WV``, ``WQ`` and, with data gates, ``wa``, ``ba``, ``we``, ``be``,
-    ``wt``, ``bt``. A configuration not built yet is compiled on first use (about a
-    minute) and cached on disk (``mnemo_torch._build``).
+    ...: the MLP's weights, then its biases), ``WK``, ``WV``, ``WQ``, with layer_norm
+    ``ln_scale`` and, with data gates, ``wa``, ``ba``, ``we``, ``be``, ``wt``, ``bt``. A
+    configuration not built yet is compiled on first use (about a minute) and cached on
+    disk (``mnemo_torch._build``).
     """
 
-    def __init__(self, dim: int, model: str = "linear", hidden: Union[int, Sequence[int], None] = None,
-                 activation: str = "silu", bias: bool = False, residual: bool = False, gates: str = "data",
-                 chunk: int = 1, normalize_kq: bool = False, first_order: bool = False,
-                 dtype: torch.dtype = torch.float32, theta_max: float = 0.1, eta: float = 0.9,
-                 alpha: float = 0.01, theta: float = 0.1, checkpoint: int = 0, threads: int = 1):
+    def __init__(self, dim: int, model: str = "linear", *, hidden: Union[int, Sequence[int], None] = None,
+                 depth: Optional[int] = None, activation: str = "silu", bias: bool = False, residual: bool = False,
+                 layer_norm: bool = False, dim_head: Optional[int] = None, gates: str = "data", chunk: int = 1,
+                 inner_loss: str = "l2", huber_delta: float = 1.0, rule: str = "titans",
+                 normalize_kq: bool = False, first_order: bool = False, dtype: torch.dtype = torch.float32,
+                 theta_max: float = 0.1, eta: float = 0.9, alpha: float = 0.01, theta: float = 0.1,
+                 checkpoint: int = 0, threads: int = 1):
         super().__init__()
         if not _is_int(dim) or dim < 1:
             raise ValueError(f"mnemo_torch: dim must be a positive int, not {dim!r}")
+        if dim_head is None:
+            dim_head = dim
+        if not _is_int(dim_head) or dim_head < 1:
+            raise ValueError(f"mnemo_torch: dim_head must be a positive int, not {dim_head!r}")
         if model not in ("linear", "mlp"):
             raise ValueError(f"mnemo_torch: model must be 'linear' or 'mlp', not {model!r}")
         if model == "mlp":
-            if hidden is None:
-                hidden = (4 * dim,)
-            elif _is_int(hidden):
-                hidden = (hidden,)
-            hidden = tuple(hidden)
+            if depth is not None and (not _is_int(depth) or depth < 2):
+                raise ValueError(f"mnemo_torch: depth (the MLP's number of layers) must be an int >= 2, not {depth!r}")
+            if hidden is None or _is_int(hidden):
+                size = 4 * dim_head if hidden is None else hidden
+                hidden = (size,) * ((depth or 2) - 1)
+            else:
+                hidden = tuple(hidden)
+                if depth is not None and depth != len(hidden) + 1:
+                    raise ValueError(f"mnemo_torch: depth={depth} does not match hidden={list(hidden)} "
+                                     f"({len(hidden) + 1} layers)")
             if not hidden or not all(_is_int(h) and h >= 1 for h in hidden):
                 raise ValueError(f"mnemo_torch: hidden must be a positive int or a sequence of them, not {hidden!r}")
+            layers = len(hidden) + 1
+            if layers * (2 if bias else 1) > 10:
+                raise ValueError(f"mnemo_torch: an MLP memory of {layers} layers{' with biases' if bias else ''} "
+                                 f"has {layers * (2 if bias else 1)} memory tensors; mnemo holds at most 10")
             if activation not in _build.ACTIVATIONS:
                 raise ValueError(f"mnemo_torch: activation must be one of {sorted(_build.ACTIVATIONS)}, "
                                  f"not {activation!r}")
         else:
-            if hidden is not None:
-                raise ValueError("mnemo_torch: hidden is for model='mlp'")
+            if hidden is not None or depth is not None:
+                raise ValueError("mnemo_torch: hidden and depth are for model='mlp'")
             hidden, activation, bias = (), "silu", False
         if gates not in ("data", "const"):
             raise ValueError(f"mnemo_torch: gates must be 'data' or 'const', not {gates!r}")
+        if inner_loss not in _build.INNER_LOSSES:
+            raise ValueError(f"mnemo_torch: inner_loss must be one of {list(_build.INNER_LOSSES)}, not {inner_loss!r}")
+        delta = (1, 1)
+        if inner_loss == "huber":
+            if isinstance(huber_delta, bool) or not isinstance(huber_delta, (int, float)) or \
+                    not math.isfinite(huber_delta) or huber_delta <= 0:
+                raise ValueError(f"mnemo_torch: huber_delta must be a positive number, not {huber_delta!r}")
+            f = Fraction(huber_delta).limit_denominator(10**6)
+            if f <= 0:
+                raise ValueError(f"mnemo_torch: huber_delta={huber_delta!r} is below 1e-6")
+            delta = (f.numerator, f.denominator)
+        if rule not in _build.RULES:
+            raise ValueError(f"mnemo_torch: rule must be one of {sorted(_build.RULES)}, not {rule!r}")
+        if rule == "newton_schulz" and bias:
+            raise ValueError("mnemo_torch: rule='newton_schulz' orthogonalises matrices: an MLP with bias=True "
+                             "has vectors among its memory tensors")
         if dtype not in _DTYPES:
             raise TypeError(f"mnemo_torch: dtype must be torch.float32 or torch.float64, not {dtype!r}")
         self._check_run_option("chunk", chunk, 1)
@@ -158,7 +209,9 @@ class NeuralMemory(nn.Module):
         self._check_run_option("threads", threads, 0)
         self.config = _build.Config(dim=dim, model=model, hidden=hidden, activation=activation, bias=bool(bias),
                                     residual=bool(residual), gates=gates, normalize_kq=bool(normalize_kq),
-                                    first_order=bool(first_order), dtype=_DTYPES[dtype])
+                                    first_order=bool(first_order), dtype=_DTYPES[dtype],
+                                    dim_head=0 if dim_head == dim else dim_head, inner_loss=inner_loss,
+                                    huber_delta=delta, rule=rule, layer_norm=bool(layer_norm))
         self.chunk, self.checkpoint, self.threads = chunk, checkpoint, threads
         self.theta_max, self.eta, self.alpha, self.theta = theta_max, eta, alpha, theta
         ext = self._extension(dtype)
@@ -169,6 +222,7 @@ class NeuralMemory(nn.Module):
             self.register_parameter(name, nn.Parameter(torch.empty(tuple(shape), dtype=dtype)))
         self.hyper_names = list(ext.hyper_names())
         self.state_size = ext.state_size
+        self.dim_out = ext.d_out
         self.reset_parameters()
 
     @staticmethod
@@ -176,25 +230,38 @@ class NeuralMemory(nn.Module):
         if not _is_int(value) or value < least:
             raise ValueError(f"mnemo_torch: {name} must be an int >= {least}, not {value!r}")
 
+    def __getstate__(self):
+        # copy.deepcopy and pickle (torch.save of the whole module): without the loaded
+        # extensions, which load again on the next call.
+        state = dict(self.__dict__)
+        state.pop("_extensions", None)
+        return state
+
     def _extension(self, dtype: torch.dtype):
-        return _build.load(dataclasses_replace(self.config, dtype=_DTYPES[dtype]))
+        cache = self.__dict__.setdefault("_extensions", {})  # per dtype: no lookup per call
+        ext = cache.get(dtype)
+        if ext is None:
+            ext = cache[dtype] = _build.load(dataclasses_replace(self.config, dtype=_DTYPES[dtype]))
+        return ext
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Projections and weights ~ N(0, 1/fan_in), biases 0; the data gates start with a
-        small forget gate (ba = -2), eta = sigmoid(1) and theta = theta_max / 2."""
+        """Projections and weights ~ N(0, 1/fan_in), biases 0, ln_scale 1; the data gates
+        start with a small forget gate (ba = -2), eta = sigmoid(1) and theta = theta_max / 2."""
         d = self.config.dim
         for name, p in self.named_parameters(recurse=False):
             if p.dim() == 2:
                 nn.init.normal_(p, 0.0, 1.0 / math.sqrt(p.shape[1]))
             elif name in ("wa", "we", "wt"):
                 nn.init.normal_(p, 0.0, 0.1 / math.sqrt(d))
+            elif name == "ln_scale":
+                nn.init.ones_(p)
             else:
                 nn.init.zeros_(p)
-        if self.config.gates == "data":
-            self.ba.fill_(-2.0)
-            self.be.fill_(1.0)
-            self.bt.fill_(0.0)
+        # A gate the rule does not use (eta for the delta rule) is no parameter.
+        for name, value in (("ba", -2.0), ("be", 1.0), ("bt", 0.0)):
+            if hasattr(self, name):
+                getattr(self, name).fill_(value)
 
     def hyperparameters(self) -> list:
         values = {"theta_max": self.theta_max, "eta": self.eta, "alpha": self.alpha, "theta": self.theta}
@@ -214,7 +281,7 @@ class NeuralMemory(nn.Module):
         return ps
 
     def forward(self, x: torch.Tensor, state: Optional[MemoryState] = None, return_state: bool = False):
-        """Retrievals y (B, T, dim) of tokens x (B, T, dim); from `state` (a MemoryState of
+        """Retrievals y (B, T, dim_head) of tokens x (B, T, dim); from `state` (a MemoryState of
         an earlier call) if given, else from M0. With return_state, returns (y, state)."""
         params = self._params()
         dtype = params[0].dtype

@@ -22,6 +22,15 @@ CONFIGS = {
     "linear": dict(dim=6, model="linear", gates="data"),
     "mlp": dict(dim=4, model="mlp", hidden=8, activation="silu", bias=True, residual=True, gates="data"),
     "const_kq": dict(dim=5, model="linear", gates="const", normalize_kq=True),
+    # The other inner losses, rules and model parts: a Huber delta rule with smaller heads,
+    # a 3-layer MLP with normalised momentum, Newton-Schulz on a dot loss with a layer norm.
+    # (A 3-layer MLP with a layer norm takes about 4 minutes and 3.5 GB to compile.)
+    "huber_delta": dict(dim=5, dim_head=3, model="linear", gates="data", inner_loss="huber", huber_delta=0.25,
+                        rule="delta"),
+    "mlp_deep": dict(dim=4, model="mlp", depth=3, hidden=5, activation="gelu_exact", residual=True, gates="data",
+                     rule="normalized_momentum"),
+    "newton_schulz": dict(dim=4, model="linear", layer_norm=True, gates="const", inner_loss="dot",
+                          rule="newton_schulz"),
 }
 
 
@@ -33,12 +42,13 @@ def fill_parameters(mem: mnemo_torch.NeuralMemory, seed: int) -> None:
         for name, p in mem.named_parameters():
             if p.dim() == 2:
                 p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.8 / p.shape[1] ** 0.5)
+            elif name == "ln_scale":
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g, dtype=torch.float64))
             elif p.dim() == 1:
                 p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.3 / p.shape[0] ** 0.5)
-        if mem.config.gates == "data":
-            mem.ba.fill_(-1.5)
-            mem.be.fill_(0.5)
-            mem.bt.fill_(0.2)
+        for name, value in (("ba", -1.5), ("be", 0.5), ("bt", 0.2)):
+            if hasattr(mem, name):  # the delta rule has no eta
+                getattr(mem, name).fill_(value)
     mem.theta_max = 0.3
     mem.eta, mem.alpha, mem.theta = 0.8, 0.05, 0.25
 
@@ -70,8 +80,9 @@ def _act(name, z):
     raise ValueError(name)
 
 
-def reference_model(cfg, k, W):
-    """M(k) for the memory tensors W (mnemo's order: the weights, then the biases)."""
+def reference_model(cfg, k, W, P=None):
+    """M(k) for the memory tensors W (mnemo's order: the weights, then the biases) and the
+    meta-parameters P (the layer norm's scale)."""
     if cfg.model == "linear":
         out = W[0] @ k
     else:
@@ -84,7 +95,42 @@ def reference_model(cfg, k, W):
             if l + 1 < depth:
                 h = _act(cfg.activation, h)
         out = h
+    if cfg.layer_norm:
+        c = out - out.mean()
+        out = P["ln_scale"] * (c / torch.sqrt((c * c).mean() + 1e-5))
     return k + out if cfg.residual else out
+
+
+def reference_inner_loss(cfg, pred, v):
+    r = pred - v
+    if cfg.inner_loss == "l2":
+        return torch.sum(r * r)
+    if cfg.inner_loss == "huber":
+        delta = cfg.huber_delta[0] / cfg.huber_delta[1]
+        return torch.sum(torch.where(r.abs() <= delta, 0.5 * r * r, delta * (r.abs() - 0.5 * delta)))
+    if cfg.inner_loss == "l1":
+        return torch.sum(r.abs())
+    if cfg.inner_loss == "dot":
+        return -torch.sum(pred * v)
+    raise ValueError(cfg.inner_loss)
+
+
+def reference_rule(cfg, m, s, g, alpha, eta, theta):
+    """The next (memory tensor, surprise) of one tensor: mnemo's rules, written out."""
+    if cfg.rule == "delta":
+        return (1 - alpha) * m - theta * g, s
+    s = eta * s - theta * g
+    if cfg.rule == "titans":
+        return (1 - alpha) * m + s, s
+    unit = s / torch.sqrt(torch.sum(s * s) + 1e-12)
+    if cfg.rule == "normalized_momentum":
+        return (1 - alpha) * m + theta * unit, s
+    if cfg.rule == "newton_schulz":
+        x = unit
+        for _ in range(3):
+            x = 1.5 * x - 0.5 * (x @ (x.T @ x))
+        return (1 - alpha) * m + theta * x, s
+    raise ValueError(cfg.rule)
 
 
 def reference_forward(mem, x, params=None, state=None):
@@ -119,18 +165,18 @@ def reference_forward(mem, x, params=None, state=None):
                 q = q / torch.sqrt(torch.sum(q * q))
             if cfg.gates == "data":
                 alpha = torch.sigmoid(P["wa"] @ xt + P["ba"])
-                eta = torch.sigmoid(P["we"] @ xt + P["be"])
+                eta = torch.sigmoid(P["we"] @ xt + P["be"]) if "we" in P else None
                 theta = mem.theta_max * torch.sigmoid(P["wt"] @ xt + P["bt"])
             else:
                 alpha, eta, theta = mem.alpha, mem.eta, mem.theta
             if pos % b == 0:
                 G = list(M)
             at = G if b > 1 else M
-            inner = torch.sum((reference_model(cfg, k, at) - v) ** 2)
+            inner = reference_inner_loss(cfg, reference_model(cfg, k, at, P), v)
             g = torch.autograd.grad(inner, at, create_graph=True)
-            S = [eta * si - theta * gi for si, gi in zip(S, g)]
-            M = [(1 - alpha) * mi + si for mi, si in zip(M, S)]
-            y_s.append(reference_model(cfg, q, M))
+            new = [reference_rule(cfg, mi, si, gi, alpha, eta, theta) for mi, si, gi in zip(M, S, g)]
+            M, S = [m for m, _ in new], [s_ for _, s_ in new]
+            y_s.append(reference_model(cfg, q, M, P))
             pos += 1
         ys.append(torch.stack(y_s))
         finals.append((M, S, G, pos))

@@ -15,7 +15,7 @@ def _inputs(mem, x):
     return names, [x.detach().clone().requires_grad_(True)] + params
 
 
-@pytest.mark.parametrize("name", ["linear", "mlp", "const_kq"])
+@pytest.mark.parametrize("name", ["linear", "mlp", "const_kq", "huber_delta", "mlp_deep", "newton_schulz"])
 @pytest.mark.parametrize("chunk", [1, 4])
 def test_gradcheck(memories, name, chunk):
     mem = memories[name]

@@ -138,6 +138,20 @@ def test_retain_graph_backward_twice(memories):
     assert (2 * g1[0] - g2[0]).abs().max() < 1e-12 and (2 * g1[1] - g2[1]).abs().max() < 1e-12
 
 
+def test_deepcopy_and_pickle(memories, tmp_path):
+    """copy.deepcopy and torch.save of the whole module: the same retrievals after."""
+    import copy
+
+    mem = memories["linear"]
+    x = tokens(2, 5, 6)
+    y = mem(x)
+    twin = copy.deepcopy(mem)
+    assert (twin(x) - y).abs().max() == 0
+    torch.save(mem, tmp_path / "mem.pt")
+    loaded = torch.load(tmp_path / "mem.pt")
+    assert (loaded(x) - y).abs().max() == 0
+
+
 def test_float32_agrees_with_float64(memories):
     """The float32 build (another configuration: .float() loads it) against float64."""
     mem64 = memories["linear"]
@@ -199,7 +213,38 @@ def test_bad_arguments():
     _raises(ValueError, "chunk must be", mnemo_torch.NeuralMemory, 4, chunk=0)
     _raises(ValueError, "dim must be", mnemo_torch.NeuralMemory, 0)
     _raises(ValueError, "activation must be", mnemo_torch.NeuralMemory, 4, model="mlp", activation="tanh")
-    _raises(ValueError, "hidden is for", mnemo_torch.NeuralMemory, 4, hidden=8)
+    _raises(ValueError, "hidden and depth are for", mnemo_torch.NeuralMemory, 4, hidden=8)
+    _raises(ValueError, "hidden and depth are for", mnemo_torch.NeuralMemory, 4, depth=3)
+    _raises(ValueError, "depth .* must be an int >= 2", mnemo_torch.NeuralMemory, 4, model="mlp", depth=1)
+    _raises(ValueError, r"depth=3 does not match hidden=\[8\]", mnemo_torch.NeuralMemory, 4, model="mlp",
+            hidden=[8], depth=3)
+    _raises(ValueError, "12 memory tensors; mnemo holds at most 10", mnemo_torch.NeuralMemory, 4, model="mlp",
+            depth=6, bias=True)
+    _raises(ValueError, "inner_loss must be", mnemo_torch.NeuralMemory, 4, inner_loss="l3")
+    _raises(ValueError, "huber_delta must be a positive number", mnemo_torch.NeuralMemory, 4, inner_loss="huber",
+            huber_delta=0.0)
+    _raises(ValueError, "huber_delta=1e-09 is below 1e-6", mnemo_torch.NeuralMemory, 4, inner_loss="huber",
+            huber_delta=1e-9)
+    _raises(ValueError, "rule must be", mnemo_torch.NeuralMemory, 4, rule="adam")
+    _raises(ValueError, "orthogonalises matrices", mnemo_torch.NeuralMemory, 4, model="mlp", bias=True,
+            rule="newton_schulz")
+    _raises(ValueError, "dim_head must be", mnemo_torch.NeuralMemory, 4, dim_head=0)
+
+
+def test_heads_and_options_shape_the_parameters(memories):
+    """dim_head sets the projections' and the retrievals' size; depth the MLP's layers."""
+    mem = memories["huber_delta"]
+    assert mem.WK.shape == (3, 5) and mem.M0_0.shape == (3, 3) and mem.dim_out == 3
+    assert mem(tokens(2, 4, 5)).shape == (2, 4, 3)
+    deep = memories["mlp_deep"]  # 4 -> 5 -> 5 -> 4
+    shapes = {n: tuple(p.shape) for n, p in deep.named_parameters()}
+    assert shapes["M0_0"] == (5, 4) and shapes["M0_1"] == (5, 5) and shapes["M0_2"] == (4, 5)
+    assert "M0_3" not in shapes
+    ns = memories["newton_schulz"]  # a layer norm's scale, initially 1
+    assert dict(ns.named_parameters())["ln_scale"].shape == (4,)
+    assert (mnemo_torch.NeuralMemory(4, layer_norm=True, gates="const", inner_loss="dot", rule="newton_schulz",
+                                     dtype=torch.float64).ln_scale == 1).all()
+    assert "inner_loss=huber(delta=0.25), rule=delta" in repr(mem)
 
 
 def test_extension_checks_its_arguments(memories):
@@ -231,7 +276,7 @@ def test_cached_load_in_a_new_process(memories):
         "import mnemo_torch; from mnemo_torch import _build, Config\n"
         "out = []\n"
         "for c in json.loads(sys.argv[1]):\n"
-        "    c['hidden'] = tuple(c['hidden'])\n"
+        "    c['hidden'] = tuple(c['hidden']); c['huber_delta'] = tuple(c['huber_delta'])\n"
         "    _build.load(Config(**c)); e = _build.last_load\n"
         "    out.append(dict(config=e['config'].describe(), compiled=e['compiled'], seconds=e['seconds']))\n"
         "print(json.dumps(dict(torch_import=t_torch, loads=out)))\n")
@@ -244,3 +289,13 @@ def test_cached_load_in_a_new_process(memories):
     for e in result["loads"]:
         assert not e["compiled"], e
         assert e["seconds"] < 10, e
+
+
+def test_prebuild_lists_and_refuses(capsys):
+    from mnemo_torch import prebuild
+
+    assert prebuild.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "linear64: dim=64, model=linear, gates=data, dtype=float32" in out
+    assert prebuild.main(["conv3d"]) == 2
+    assert "unknown configuration(s) conv3d" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def _compare(mem, x, G, state_parts=True):
     return worst
 
 
-@pytest.mark.parametrize("name", ["linear", "mlp", "const_kq"])
+@pytest.mark.parametrize("name", ["linear", "mlp", "const_kq", "huber_delta", "mlp_deep", "newton_schulz"])
 @pytest.mark.parametrize("chunk,T", [(1, 10), (4, 10), (3, 7), (1, 3), (2, 1)])
 def test_against_double_backward(memories, name, chunk, T):
     mem = memories[name]
@@ -43,7 +43,7 @@ def test_against_double_backward(memories, name, chunk, T):
     try:
         d = mem.config.dim
         x = tokens(2, T, d, seed=5)
-        G = tokens(2, T, d, seed=6)
+        G = tokens(2, T, mem.dim_out, seed=6)
         worst = _compare(mem, x, G)
         print(name, chunk, T, worst)
         assert max(worst.values()) < TOL, worst

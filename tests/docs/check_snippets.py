@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Check that the C++ code shown in the documentation is code that is compiled.
+"""Check that the code shown in the documentation is code that is compiled or run.
 
 For every ```cpp fenced block in README.md and docs/*.md, the block's non-empty lines
 must appear, in the same order and as one contiguous run, in some file under examples/
-or include/. Lines are compared after removing leading and trailing whitespace, so
+or include/; for every ```python block, in some file under examples/, python/ or bench/. Lines are compared after removing leading and trailing whitespace, so
 indentation may differ; blank lines are ignored on both sides.
 
 Usage: python3 tests/docs/check_snippets.py <repo-root>
@@ -18,7 +18,9 @@ import sys
 
 FENCE_OPEN = re.compile(r"^\s*(`{3,}|~{3,})\s*(\S*)")
 CPP_INFO = {"cpp", "c++", "cxx"}
+PYTHON_INFO = {"python", "py"}
 SOURCE_DIRS = ("examples", "include")
+PYTHON_DIRS = ("examples", "python", "bench")
 
 
 def normalise(lines):
@@ -47,9 +49,9 @@ def code_blocks(path):
         i = j + 1
 
 
-def source_files(root):
+def source_files(root, dirs=SOURCE_DIRS):
     files = []
-    for d in SOURCE_DIRS:
+    for d in dirs:
         base = root / d
         if base.is_dir():
             files.extend(p for p in sorted(base.rglob("*")) if p.is_file())
@@ -92,18 +94,23 @@ def main(argv):
         docs.append(root / "README.md")
     if (root / "docs").is_dir():
         docs.extend(sorted((root / "docs").glob("*.md")))
-    sources = source_files(root)
+    sources_of = {"cpp": (source_files(root), SOURCE_DIRS), "python": (source_files(root, PYTHON_DIRS), PYTHON_DIRS)}
 
     passed = failed = 0
     for doc in docs:
         for line_no, info, code in code_blocks(doc):
-            if info not in CPP_INFO:
+            if info in CPP_INFO:
+                lang = "cpp"
+            elif info in PYTHON_INFO:
+                lang = "python"
+            else:
                 continue
+            sources, dirs = sources_of[lang]
             block = normalise(code)
             where = f"{doc.relative_to(root)}:{line_no}"
             if not block:
                 failed += 1
-                print(f"FAIL {where}: empty cpp block")
+                print(f"FAIL {where}: empty {lang} block")
                 continue
             best, best_file = 0, None
             for path, text in sources.items():
@@ -116,7 +123,7 @@ def main(argv):
                 passed += 1
                 continue
             failed += 1
-            print(f"FAIL {where}: block not found verbatim under {' or '.join(d + '/' for d in SOURCE_DIRS)}")
+            print(f"FAIL {where}: {lang} block not found verbatim under {' or '.join(d + '/' for d in dirs)}")
             if best_file is not None:
                 print(f"  longest match: {best} of {len(block)} lines, in {best_file.relative_to(root)};"
                       f" first line that differs: {block[best]!r}")
