@@ -786,18 +786,22 @@ private:
         frame(tape& tp, std::vector<T>& scratch, bool backward) : b(tp.block), blocks(tp.blocks.data()) {
             const std::size_t len = tp.len, nblocks = tp.blocks.size() - 1, bb = b * b;
             coef_size = 3 * b + 2 * bb;
+            // The per-token K and Q serve the forward alone (the backward reads every block's
+            // [K; Q]): they live in the worker's scratch, not in the tape of every sequence.
             carve sq;
-            const std::size_t oK = sq(len * di), oV = sq(len * dout), oQ = sq(len * di), oP = sq(len * dout),
-                              oU = sq(len * dout), oC = sq(5 * len), oAKQ = sq(4 * len * dout),
-                              oKQK = sq(2 * len * b), oKQ = sq(2 * len * di), oCo = sq(nblocks * coef_size);
+            const std::size_t oV = sq(len * dout), oP = sq(len * dout), oU = sq(len * dout), oC = sq(5 * len),
+                              oAKQ = sq(4 * len * dout), oKQK = sq(2 * len * b), oKQ = sq(2 * len * di),
+                              oCo = sq(nblocks * coef_size);
             if (!backward)
                 tp.seq.resize(sq.size);
             T* const sb = tp.seq.data();
-            K = sb + oK, V = sb + oV, Q = sb + oQ, P = sb + oP, U = sb + oU, C = sb + oC, AKQ = sb + oAKQ,
-            KQK = sb + oKQK, KQs = sb + oKQ, Co = sb + oCo;
+            V = sb + oV, P = sb + oP, U = sb + oU, C = sb + oC, AKQ = sb + oAKQ, KQK = sb + oKQK, KQs = sb + oKQ,
+            Co = sb + oCo;
             const std::size_t wmax = std::max(di, dout);
             carve cs;
-            const std::size_t cW = cs(bb), cKf = cs(2 * b * di), forward_size = cs.size;
+            const std::size_t cW = cs(bb), cKf = cs(2 * b * di);
+            const std::size_t cK = backward ? 0 : cs(len * di), cQ = backward ? 0 : cs(len * di);
+            const std::size_t forward_size = cs.size;
             const std::size_t cdGa = cs(bb), cdPh = cs(bb), cdW = cs(bb), cdQK = cs(bb), cdKK = cs(bb),
                               cE = cs(2 * bb), cdal = cs(b), cdbe = cs(b), cdep = cs(b), cdKQ = cs(2 * b * di),
                               cdU = cs(b * dout), cdV = cs(b * dout), cdP = cs(b * dout), cX1 = cs(2 * b * dout),
@@ -808,6 +812,8 @@ private:
                 scratch.resize(need);
             T* const ch = scratch.data();
             W = ch + cW, Kf = ch + cKf;
+            K = backward ? nullptr : ch + cK;
+            Q = backward ? nullptr : ch + cQ;
             if (backward) {
                 dGa = ch + cdGa, dPh = ch + cdPh, dW = ch + cdW, dQK = ch + cdQK, dKK = ch + cdKK, E = ch + cE,
                 dal = ch + cdal, dbe = ch + cdbe, dep = ch + cdep, dKQ = ch + cdKQ, dU = ch + cdU, dV = ch + cdV,
