@@ -214,6 +214,8 @@ sys.argv = _argv
 peer = skilled.peer
 import torch  # noqa: E402
 
+assert MALLOC_TUNABLES == peer.MALLOC_TUNABLES, "torch_module.py's malloc tunables must be torch_peer.py's"
+
 
 def module_step(B, d, T, kind, h, chunk, a):
     from mnemo_torch import NeuralMemory, _build

@@ -172,8 +172,7 @@ result run(const std::string& name, std::size_t batch, std::size_t length, std::
             },
             1, opt, r);
     } else {
-        memory.meta_gradient(out, p, h, tokens, targets, ro);  // out.grads: the buffers of every step
-        grads.add(out.grads);
+        grads.add(out.grads);  // sized at construction; every step writes into these buffers
         time_steps(
             [&] {
                 memory.meta_gradient(out, p, h, tokens, targets, ro);
