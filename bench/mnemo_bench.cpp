@@ -1,5 +1,5 @@
 // mnemo_bench --config NAME [--threads N] [--json] [--seconds S] [--tokens T] [--checkpoint C]
-//             [--dual-block N] [--no-dual] [--mode meta|dx|layer] [--optimizer]
+//             [--dual-block N] [--no-dual] [--mode meta|dx|layer|layer_nodx] [--optimizer]
 //
 // Times one meta-gradient step of a benchmark configuration (seed, seq64, batch64, mlp64, mlpchunk64,
 // chunk64, big256): warm-up, then timed steps for a few seconds. With --json it prints one
@@ -12,7 +12,8 @@
 // token instead (run_options::dual_form = false): for tuning and ablations. --mode dx also
 // returns the gradient with respect to the tokens (run_options::token_gradient); --mode
 // layer times the layer interface: forward(context), dY of the mse loss, backward(context,
-// dY) with the gradients of the meta-parameters, the tokens and the initial states.
+// dY) with the gradients of the meta-parameters, the tokens and the initial states, and
+// --mode layer_nodx the same without the tokens' (tokens that are data).
 // --optimizer adds one mnemo::train::adamw step (lr 1e-6) to every step: a training step.
 //
 // --config sgemm256 times one single-thread OpenBLAS sgemm, C = A B with n = 256, instead;
@@ -29,7 +30,7 @@ namespace {
 int usage(const char* argv0) {
     std::fprintf(stderr,
                  "usage: %s --config seed|seq64|batch64|mlp64|chunk64|big256|mlpchunk64|sgemm256 [--threads N] [--json] [--seconds S] "
-                 "[--tokens T] [--checkpoint C] [--runs N] [--dual-block N] [--no-dual] [--mode meta|dx|layer] [--optimizer]\n",
+                 "[--tokens T] [--checkpoint C] [--runs N] [--dual-block N] [--no-dual] [--mode meta|dx|layer|layer_nodx] [--optimizer]\n",
                  argv0);
     return 2;
 }
@@ -74,8 +75,8 @@ int main(int argc, char** argv) {
             else if (a == "--optimizer") o.optimizer = true;
             else if (a == "--mode") {
                 o.mode = next();
-                if (o.mode != "meta" && o.mode != "dx" && o.mode != "layer")
-                    throw std::invalid_argument("--mode takes meta, dx or layer, not '" + o.mode + "'");
+                if (o.mode != "meta" && o.mode != "dx" && o.mode != "layer" && o.mode != "layer_nodx")
+                    throw std::invalid_argument("--mode takes meta, dx, layer or layer_nodx, not '" + o.mode + "'");
             }
             else return usage(argv[0]);
         }

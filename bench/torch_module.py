@@ -3,8 +3,8 @@
 
     /usr/bin/python3 bench/torch_module.py --config NAME [--side module|naive|skilled]
                                            [--variant V|best] [--threads N] [--json]
-                                           [--seconds S] [--runs N] [--warmup N]
-    /usr/bin/python3 bench/torch_module.py --compare [--configs "seq64 ..."] [--report FILE]
+                                           [--seconds S] [--runs N] [--warmup N] [--optimizer mnemo|torch]
+    /usr/bin/python3 bench/torch_module.py --compare [--configs "seq64 ..."] [--rounds R] [--report FILE]
 
 A training step, on the problem of bench-configs.md (B sequences of T tokens, data gates,
 theta_max 0.1, l2 inner loss, float32, torch_peer.py's random values), is: the forward, the
@@ -13,17 +13,21 @@ mse outer loss against random targets, the backward to every meta-parameter, one
 
 Sides:
 - `module`: `mnemo_torch.NeuralMemory` (forward: mnemo's layer forward; backward: mnemo's layer
-  backward through the autograd Function), `loss.backward()`, `torch.optim.Adam.step()`.
+  backward through the autograd Function), `loss.backward()`, and `--optimizer mnemo`
+  (default) `mnemo_torch.AdamW` (weight decay 0) or `--optimizer torch` `torch.optim.Adam`.
 - `naive`: the memory as PyTorch users write it first (torch_peer.py: the inner gradient by
   autograd with create_graph, double backward), the chunked MLP as torch_skilled.py's `naive`.
+- `floor`: the module's step with mnemo's work taken out (an autograd Function of the same
+  inputs returning an uninitialised output and zero gradients): torch's own cost per step.
 - `skilled`: the best a PyTorch user writes (torch_skilled.py: closed-form inner gradients,
   WY solves, the dual form); `--variant` names one of its variants, `best` tries them all in
   child processes (default: the variant that was fastest here, SKILLED_VARIANT below).
-The peers' gradients are assigned to `.grad` and the same Adam steps.
+The peers' gradients are assigned to `.grad` and `torch.optim.Adam` steps.
 
-`--compare` runs, one after the other, for every configuration: mnemo's C++ step
-(build/bench/mnemo_bench --mode meta, the fused meta-gradient, and --mode layer, the separate
-forward and backward the module calls), then the three sides here, one thread each; it keeps
+`--compare` runs, for every configuration, in --rounds interleaved rounds: mnemo's C++ step
+(build/bench/mnemo_bench --optimizer --mode layer_nodx, the separate forward and backward the
+module calls, and --mode meta, the fused meta-gradient), the module with mnemo_torch.AdamW and
+with torch.optim.Adam; then the skilled and the naive peers once; one thread each; it keeps
 the JSON lines in build/bench/torch_module.jsonl and writes the table into the section of
 --report (default docs/benchmarks.md) between the markers below (make_report.py keeps it).
 
@@ -54,7 +58,7 @@ DEFAULT_CONFIGS = "seq64 batch64 mlp64 chunk64 big256 mlpchunk64"
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config")
-    ap.add_argument("--side", choices=("module", "naive", "skilled"), default="module")
+    ap.add_argument("--side", choices=("module", "floor", "naive", "skilled"), default="module")
     ap.add_argument("--variant", help="the skilled peer's variant, or best (default: SKILLED_VARIANT)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true")
@@ -62,6 +66,10 @@ def parse_args():
     ap.add_argument("--runs", type=int, default=0, help="at most this many timed steps (0: no cap)")
     ap.add_argument("--warmup", type=int, default=2, help="warm-up steps before timing")
     ap.add_argument("--no-optimizer", action="store_true", help="forward, loss and backward only (no Adam step)")
+    ap.add_argument("--optimizer", choices=("mnemo", "torch"), default="mnemo",
+                    help="the module's optimizer: mnemo_torch.AdamW (weight decay 0) or torch.optim.Adam (the "
+                         "peers always take torch.optim.Adam)")
+    ap.add_argument("--rounds", type=int, default=3, help="--compare: interleaved rounds of the timed sides")
     ap.add_argument("--default-malloc", action="store_true", help="keep glibc's default malloc settings")
     ap.add_argument("--trial-seconds", type=float, default=1.0, help="--variant best: seconds per trial")
     ap.add_argument("--compare", action="store_true", help="every side and mnemo's C++ step; writes the report")
@@ -117,21 +125,36 @@ def compare(a):
             env.pop(k, None)
     rows = []
     common = ["--threads", "1", "--json", "--seconds", str(a.seconds)]
+    me = [sys.executable, __file__]
+    # The sides whose ratios are the module's target, timed in interleaved rounds (this
+    # machine is shared: a side measured once can land in a slow minute); the median over
+    # the rounds is reported.
+    timed = {
+        "cpp_meta": [bench, "--mode", "meta", "--optimizer"] + common,
+        "cpp_layer": [bench, "--mode", "layer_nodx", "--optimizer"] + common,
+        "module": me + ["--side", "module", "--optimizer", "mnemo"] + common,
+        "module_torch_adam": me + ["--side", "module", "--optimizer", "torch"] + common,
+        "floor": me + ["--side", "floor", "--optimizer", "mnemo"] + common,
+    }
     for c in a.configs.split():
-        row = {"config": c}
-        for mode in ("meta", "layer"):
-            row["cpp_" + mode] = run_json([bench, "--config", c, "--mode", mode, "--optimizer"] + common, env)
-        row["cpp_layer_fb"] = run_json([bench, "--config", c, "--mode", "layer"] + common, env)
+        row = {"config": c, "rounds": a.rounds}
         # The module's first use compiles its configuration: load it once before timing.
-        row["module"] = run_json([sys.executable, __file__, "--config", c, "--side", "module", "--runs", "1",
-                                  "--warmup", "0", "--json"], env)
-        row["module"] = run_json([sys.executable, __file__, "--config", c, "--side", "module"] + common, env)
-        row["module_fb"] = run_json([sys.executable, __file__, "--config", c, "--side", "module", "--no-optimizer"] +
-                                    common, env)
-        row["skilled"] = run_json([sys.executable, __file__, "--config", c, "--side", "skilled"] + common, env)
+        run_json(me + ["--config", c, "--side", "module", "--runs", "1", "--warmup", "0", "--json"], env)
+        per_round = {k: [] for k in timed}
+        for _ in range(a.rounds):
+            for k, cmd in timed.items():
+                per_round[k].append(run_json(cmd + ["--config", c], env))
+        for k, results in per_round.items():
+            good = [r for r in results if "error" not in r]
+            if not good:
+                row[k] = results[0]
+                continue
+            best = sorted(good, key=lambda r: r["median_s"])[len(good) // 2]
+            row[k] = dict(best, round_medians_s=[r["median_s"] for r in good])
+        row["skilled"] = run_json(me + ["--config", c, "--side", "skilled"] + common, env)
         # big256's naive step takes about ten seconds: three timed steps.
         runs = ["--runs", "3", "--warmup", "1"] if c == "big256" else []
-        row["naive"] = run_json([sys.executable, __file__, "--config", c, "--side", "naive"] + common + runs, env)
+        row["naive"] = run_json(me + ["--config", c, "--side", "naive"] + common + runs, env)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     with open(jsonl, "w") as f:
@@ -153,17 +176,16 @@ def ratio(num, den):
 
 
 def table(rows):
-    md = ["| config | mnemo C++, fused (ms) | mnemo C++, layer (ms) | module (ms) | "
-          "module / C++ fused | module / C++ layer | the binding: module / C++ layer, no optimizer | "
-          "skilled PyTorch (ms) | skilled / module | naive PyTorch (ms) | naive / module |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    md = ["| config | mnemo C++, fused (ms) | mnemo C++, layer (ms) | module (ms) | module / C++ layer | "
+          "module / C++ fused | torch's floor (ms) | module, torch.optim.Adam (ms) | skilled PyTorch (ms) | "
+          "skilled / module | naive PyTorch (ms) | naive / module |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         m = r["module"]
         variant = r["skilled"].get("variant", "")
         md.append(f"| {r['config']} | {ms(r['cpp_meta'])} | {ms(r['cpp_layer'])} | {ms(m)} | "
-                  f"{ratio(m, r['cpp_meta'])} | {ratio(m, r['cpp_layer'])} | "
-                  f"{ratio(r.get('module_fb', {'error': ''}), r.get('cpp_layer_fb', {'error': ''}))} | "
-                  f"{ms(r['skilled'])} ({variant}) | "
+                  f"{ratio(m, r['cpp_layer'])} | {ratio(m, r['cpp_meta'])} | {ms(r.get('floor', {'error': ''}))} | "
+                  f"{ms(r.get('module_torch_adam', {'error': ''}))} | {ms(r['skilled'])} ({variant}) | "
                   f"{ratio(r['skilled'], m)} | {ms(r['naive'])} | {ratio(r['naive'], m)} |")
     return md
 
@@ -171,18 +193,25 @@ def table(rows):
 def write_report(path, rows):
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     torch_version = next((r["module"].get("torch") for r in rows if "torch" in r["module"]), "?")
+    rounds = rows[0].get("rounds", 1) if rows else 1
     block = [BEGIN, "## Inside PyTorch: one training step", "",
-             f"`bench/torch_module.py --compare` ({when}, torch {torch_version}, one thread each, float32, medians "
-             "of the timed steps; the raw JSON lines are in `build/bench/torch_module.jsonl`). A step is the "
-             "forward, the mse loss, the backward to every meta-parameter and one Adam step "
-             "(`torch.optim.Adam`; in C++ `mnemo::train::adamw`). mnemo's C++ columns are `mnemo_bench "
-             "--optimizer --mode meta` (fused: the meta-gradient with the outer loss inside, one sequence's "
-             "forward and backward after the other) and `--mode layer` (the separate forward and backward "
-             "that the module calls, the loss's dL/dY in between). OpenBLAS: the processor's own kernels "
-             "(the environment's pin unset, as `bench/compare.sh`). The module's target is to be within 1.2x "
-             "of mnemo's C++ step. The column \"the binding\" compares the forward, loss and backward "
-             "without an optimizer on both sides (`--no-optimizer`; `mnemo_bench --mode layer`): what the "
-             "module itself adds.", ""] + table(rows) + ["", END]
+             f"`bench/torch_module.py --compare` ({when}, torch {torch_version}, one thread each, float32; the "
+             f"raw JSON lines are in `build/bench/torch_module.jsonl`). A step is the forward, the mse loss, "
+             "the backward to every meta-parameter and one Adam step (lr 1e-6, no weight decay). The first "
+             f"four columns are timed in {rounds} interleaved rounds of a few seconds each, and the median "
+             "round's median step is shown. mnemo's C++ columns: `mnemo_bench --optimizer --mode layer_nodx` "
+             "(the same work as the module: the layer's forward, dL/dY of the loss, the layer's backward "
+             "without the gradient to the tokens, which are data here, and `mnemo::train::adamw`) and "
+             "`--mode meta` (fused: the meta-gradient with the outer loss inside, one sequence's forward and "
+             "backward after the other, which a layer whose loss comes later cannot do). The module: "
+             "`mnemo_torch.NeuralMemory` with `mnemo_torch.AdamW` (the C++ step's optimizer kernel), and "
+             "with `torch.optim.Adam` in the column of its own. The pure-PyTorch peers take "
+             "`torch.optim.Adam`. \"Torch's floor\" (`--side floor`) is the module's step with mnemo's work "
+             "taken out: an autograd Function of the same inputs that returns an uninitialised output and "
+             "zero gradients, the same loss, backward and `mnemo_torch.AdamW`; what torch costs around any "
+             "layer of these shapes. OpenBLAS: the processor's own kernels (the environment's pin unset, as "
+             "`bench/compare.sh`). The module's target: within 1.2x of mnemo's C++ step on the same work.",
+             ""] + table(rows) + ["", END]
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
@@ -231,7 +260,12 @@ def module_step(B, d, T, kind, h, chunk, a):
         for n in ("WK", "WV", "WQ", "wa", "ba", "we", "be", "wt", "bt"):
             getattr(mem, n).copy_(p[n])
     X, Y = X.detach(), Y.detach()
-    opt = torch.optim.Adam(mem.parameters(), lr=1e-6)
+    if a.optimizer == "mnemo":
+        import mnemo_torch
+
+        opt = mnemo_torch.AdamW(mem.parameters(), lr=1e-6, weight_decay=0.0)
+    else:
+        opt = torch.optim.Adam(mem.parameters(), lr=1e-6)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -242,6 +276,46 @@ def module_step(B, d, T, kind, h, chunk, a):
         return L, ()
 
     return step, dict(first_use_s=first_use, compiled=_build.last_load.get("compiled"))
+
+
+def floor_step(B, d, T, kind, h, chunk, a):
+    """The module's step with mnemo's work taken out: an autograd Function of the same inputs
+    (the tokens and the memory's parameter tensors) whose forward returns an uninitialised
+    output of the retrievals' shape and whose backward returns new zero gradients; the same
+    loss, backward and optimizer. What torch itself costs around any layer of this shape."""
+    from mnemo_torch import NeuralMemory
+
+    mem = NeuralMemory(d, model=kind, hidden=h if kind == "mlp" else None, activation="silu", gates="data",
+                       chunk=chunk, theta_max=peer.THETA_MAX, threads=a.threads, dtype=torch.float32)
+    _, X, Y = peer.random_problem(B, d, T, kind, h)
+    params = list(mem.parameters())
+
+    class Nothing(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, *ps):
+            ctx.save_for_backward(x, *ps)
+            return torch.empty_like(x)
+
+        @staticmethod
+        def backward(ctx, dy):
+            return (None,) + tuple(torch.zeros_like(p) for p in ctx.saved_tensors[1:])
+
+    if a.optimizer == "mnemo":
+        import mnemo_torch
+
+        opt = mnemo_torch.AdamW(params, lr=1e-6, weight_decay=0.0)
+    else:
+        opt = torch.optim.Adam(params, lr=1e-6)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        L = torch.nn.functional.mse_loss(Nothing.apply(X, *params), Y)
+        L.backward()
+        if not a.no_optimizer:
+            opt.step()
+        return torch.zeros(()), ()
+
+    return step, {}
 
 
 def peer_step(B, d, T, kind, h, chunk, a):
@@ -274,7 +348,7 @@ def main(a):
         print(f"torch_module: unknown configuration '{a.config}' ({' '.join(sorted(configs))})", file=sys.stderr)
         return 2
     B, d, T, kind, h, chunk = configs[a.config]
-    make = module_step if a.side == "module" else peer_step
+    make = {"module": module_step, "floor": floor_step}.get(a.side, peer_step)
     step, extra = make(B, d, T, kind, h, chunk, a)
     r, times = peer.time_steps(a, step, B, T)
     r.update(side=a.side, optimizer=not a.no_optimizer, torch=torch.__version__, **extra)

@@ -31,7 +31,9 @@ struct options {
     int max_runs = 0;            // 0: as many as fit in `seconds`
     /// "meta": meta_gradient (the default); "dx": meta_gradient that also returns the token
     /// gradient (run_options::token_gradient); "layer": the layer interface, forward(context)
-    /// then backward(context, dY) with dY of the mse loss formed here, returning dL/dX.
+    /// then backward(context, dY) with dY of the mse loss formed here, returning dL/dX;
+    /// "layer_nodx": the same without dL/dX (backward_options::token_gradient = false: tokens
+    /// that are data, as the PyTorch module's backward when x needs no gradient).
     std::string mode = "meta";
     /// One AdamW step (mnemo::train::adamw, lr 1e-6) after each gradient: a training step,
     /// as bench/torch_module.py times inside PyTorch.
@@ -150,7 +152,7 @@ result run(const std::string& name, std::size_t batch, std::size_t length, std::
     params.add(p);
     tr::adamw<T> adamw(params, {.lr = 1e-6, .weight_decay = 0});
     tr::tensor_list<T> grads;
-    if (opt.mode == "layer") {
+    if (opt.mode == "layer" || opt.mode == "layer_nodx") {
         // (Made here only: not counted in the other modes' peak memory.)
         typename memory_type::context ctx;
         typename memory_type::layer_gradients g;
@@ -166,7 +168,7 @@ result run(const std::string& name, std::size_t batch, std::size_t length, std::
                     loss += double(e) * double(e);
                     dY.data()[k] = scale * e;
                 }
-                memory.backward(ctx, dY, g);
+                memory.backward(ctx, dY, g, nullptr, {.token_gradient = opt.mode == "layer"});
                 r.loss = loss / double(Y.size());
                 if (opt.optimizer) adamw.step(grads);
             },

@@ -6,6 +6,7 @@ process per rank on this machine.
     /usr/bin/python3 examples/python/ddp_recall.py [--procs 2] [--steps 1500] [--batch 32]
     /usr/bin/python3 examples/python/ddp_recall.py --check       # P ranks against 1, one step
     /usr/bin/python3 examples/python/ddp_recall.py --time [--pairs 8]   # step times of 1 and 2 ranks
+    (each also with --optimizer mnemo: mnemo_torch.AdamW instead of torch.optim.AdamW)
 
 The task: each sequence writes N random pairs as tokens [key; value] (unit vectors of R^16),
 then asks for them in another order as [key; 0]; the memory (a 16 x 16 matrix, keys and
@@ -42,6 +43,7 @@ import torch.multiprocessing as mp  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
+import mnemo_torch  # noqa: E402
 from mnemo_torch import NeuralMemory  # noqa: E402
 
 KEY = 16  # keys and values: unit vectors of R^16
@@ -118,7 +120,11 @@ def worker(rank: int, world: int, args: dict, out_dir: str):
     mem = make_memory()
     # [ddp]
     model = DistributedDataParallel(mem) if world > 1 else mem
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    if args.get("optimizer") == "mnemo":
+        # mnemo's AdamW kernel for all the tensors in one call, clipping built in.
+        opt = mnemo_torch.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0, clip_norm=1.0)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total=args["steps"]))
     B, local = args["batch"], args["batch"] // world
     losses, times, first_grads = [], [], None
@@ -129,7 +135,8 @@ def worker(rank: int, world: int, args: dict, out_dir: str):
         opt.zero_grad()
         loss = query_loss(model(x[part]), values[part], asked[part])
         loss.backward()  # mnemo's backward, then DDP's all-reduce (the mean over ranks)
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if args.get("optimizer") != "mnemo":
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         # [ddp]
@@ -164,12 +171,15 @@ def worker(rank: int, world: int, args: dict, out_dir: str):
 
 
 def run(procs: int, steps: int, batch: int = 32, evaluate: bool = False, time_allreduce: bool = False,
-        pairs: int | None = None) -> dict:
+        pairs: int | None = None, optimizer: str = "torch") -> dict:
     """Trains with `procs` ranks (processes); returns rank 0's parameters, losses and times."""
     if batch % procs:
         raise ValueError(f"ddp_recall: the batch ({batch}) must split evenly over {procs} ranks")
     make_memory()  # compiles the memory once here if it is not cached yet; the ranks load it
-    args = dict(steps=steps, batch=batch, evaluate=evaluate, time_allreduce=time_allreduce, pairs=pairs)
+    if optimizer not in ("torch", "mnemo"):
+        raise ValueError(f"ddp_recall: the optimizer is torch or mnemo, not {optimizer!r}")
+    args = dict(steps=steps, batch=batch, evaluate=evaluate, time_allreduce=time_allreduce, pairs=pairs,
+                optimizer=optimizer)
     with tempfile.TemporaryDirectory(prefix="ddp_recall.") as out_dir:
         if procs == 1:
             worker(0, 1, args, out_dir)
@@ -191,6 +201,8 @@ def main():
     ap.add_argument("--check-steps", type=int, default=3, help="--check: also compare after this many steps")
     ap.add_argument("--time", action="store_true", help="step times of 1 and --procs ranks")
     ap.add_argument("--pairs", type=int, default=8, help="--time: N, the pairs of every sequence (1..16)")
+    ap.add_argument("--optimizer", choices=("torch", "mnemo"), default="torch",
+                    help="torch.optim.AdamW after clip_grad_norm_, or mnemo_torch.AdamW with clip_norm")
     ap.add_argument("--json", action="store_true", help="one JSON line")
     a = ap.parse_args()
     if a.procs < 1 or a.steps < 1 or a.batch < 1:
@@ -201,7 +213,8 @@ def main():
     if a.check:
         worst = {}
         for steps in sorted({1, a.check_steps}):
-            one, many = run(1, steps, a.batch), run(a.procs, steps, a.batch)
+            one = run(1, steps, a.batch, optimizer=a.optimizer)
+            many = run(a.procs, steps, a.batch, optimizer=a.optimizer)
             worst[steps] = max(max_difference(one["params"], many["params"]),
                                max_difference(one["first_grads"], many["first_grads"]))
             loss_diff = max(abs(x - y) for x, y in zip(one["losses"], many["losses"]))
@@ -217,7 +230,7 @@ def main():
     if a.time:
         rows = {}
         for procs in (1, a.procs):
-            r = run(procs, a.steps, a.batch, time_allreduce=True, pairs=a.pairs)
+            r = run(procs, a.steps, a.batch, time_allreduce=True, pairs=a.pairs, optimizer=a.optimizer)
             t = sorted(r["times"][min(5, len(r["times"]) - 1):])  # past the first steps
             rows[procs] = dict(median_ms=1e3 * statistics.median(t), min_ms=1e3 * t[0],
                                sequences_per_s=a.batch / statistics.median(t))
@@ -232,7 +245,7 @@ def main():
             print(json.dumps(dict(batch=a.batch, steps=a.steps, rows=rows)))
         return 0
 
-    r = run(a.procs, a.steps, a.batch, evaluate=True)
+    r = run(a.procs, a.steps, a.batch, evaluate=True, optimizer=a.optimizer)
     L = r["losses"]
     k = max(1, len(L) // 10)
     print(f"{a.procs} rank(s), {a.steps} steps of a global batch of {a.batch}: loss {sum(L[:k]) / k:.4f} "

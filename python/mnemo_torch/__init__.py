@@ -12,5 +12,6 @@ Each configuration is compiled on first use and cached on disk (see ``_build``).
 
 from ._build import Config, cache_root, include_dir, load
 from .module import MemoryState, NeuralMemory
+from .optim import AdamW
 
-__all__ = ["NeuralMemory", "MemoryState", "Config", "load", "cache_root", "include_dir"]
+__all__ = ["NeuralMemory", "MemoryState", "AdamW", "Config", "load", "cache_root", "include_dir"]

@@ -266,6 +266,27 @@ def _compile(config: Config, source: str, name: str, build_dir: Path, inc: Path)
                            f"(build directory {build_dir}): {e}") from e
 
 
+def _build_once(build_dir: Path, artifact: Path, build, load_artifact):
+    """Loads `artifact` of `build_dir` if it is complete, else runs `build()` (which returns the
+    loaded result) under a file lock: one compiler per directory across processes (the ranks
+    of a distributed job, parallel test runs); the others wait for it, then load its result.
+    Returns (the loaded result, whether this call compiled)."""
+    done = build_dir / "complete"
+    if artifact.is_file() and done.is_file():
+        return load_artifact(), False
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / "mnemo.lock", "a") as lock:  # not "lock": torch's own baton file
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if artifact.is_file() and done.is_file():
+                return load_artifact(), False
+            result = build()
+            done.write_text(build_dir.name + "\n")
+            return result, True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def load(config: Config):
     """The extension module of `config`: from this process, the disk cache, or compiled."""
     with _lock:
@@ -280,25 +301,8 @@ def load(config: Config):
         name = f"mnemo_torch_{digest}"
         build_dir = cache_root() / digest
         so = build_dir / f"{name}.so"
-        done = build_dir / "complete"
-        compiled = False
-        if so.is_file() and done.is_file():
-            module = _import_from(so, name)
-        else:
-            build_dir.mkdir(parents=True, exist_ok=True)
-            # One compiler per configuration across processes (the ranks of a distributed
-            # job, parallel test runs): the others wait for it, then load its result.
-            with open(build_dir / "mnemo.lock", "a") as lock:  # not "lock": torch's own baton file
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                try:
-                    if so.is_file() and done.is_file():
-                        module = _import_from(so, name)
-                    else:
-                        module = _compile(config, source, name, build_dir, inc)
-                        done.write_text(config.describe() + "\n")
-                        compiled = True
-                finally:
-                    fcntl.flock(lock, fcntl.LOCK_UN)
+        module, compiled = _build_once(build_dir, so, lambda: _compile(config, source, name, build_dir, inc),
+                                       lambda: _import_from(so, name))
         seconds = time.perf_counter() - start
         if compiled:
             _message(f"compiled the memory ({config.describe()}) in {seconds:.1f} s")
@@ -307,3 +311,58 @@ def load(config: Config):
         load_log.append(dict(last_load))
         _loaded[config] = module
         return module
+
+
+_OPTIM_SOURCE = _HERE / "_optim.cpp"
+_optim_kernels = None
+
+
+def optimizer_kernels():
+    """The shared library of mnemo_torch.AdamW's kernel (_optim.cpp, with mnemo's training
+    headers and no torch header), as a ctypes.CDLL: from this process, the disk cache, or
+    compiled with $CXX (default c++) in about a second."""
+    global _optim_kernels
+    with _lock:
+        if _optim_kernels is not None:
+            return _optim_kernels
+        import ctypes
+        import subprocess
+
+        inc = include_dir()
+        source = _OPTIM_SOURCE.read_bytes()
+        flags = cxx_flags() + ["-shared", "-fPIC"]
+        cxx = os.environ.get("CXX", "c++")
+        h = hashlib.sha256()
+        for part in (source, cxx.encode(), " ".join(flags).encode(),
+                     cpu_identity().encode() if "-march=native" in flags else b""):
+            h.update(part)
+            h.update(b"\0")
+        for hp in sorted((inc / "mnemo" / "train").glob("*.hpp")):
+            h.update(hp.name.encode())
+            h.update(hp.read_bytes())
+        build_dir = cache_root() / f"optim_{h.hexdigest()[:16]}"
+        so = build_dir / "libmnemo_optim.so"
+
+        def build():
+            tmp = build_dir / f".libmnemo_optim.so.{os.getpid()}"
+            cmd = [cxx, *flags, f"-I{inc}", str(_OPTIM_SOURCE), "-o", str(tmp)]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"mnemo_torch: compiling the optimizer's kernel failed ({' '.join(cmd)}):\n"
+                                   f"{r.stderr}")
+            os.replace(tmp, so)
+            return ctypes.CDLL(str(so))
+
+        lib, _ = _build_once(build_dir, so, build, lambda: ctypes.CDLL(str(so)))
+        vp, sz, dbl = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_double
+        ptrs = ctypes.POINTER(vp)
+        for suffix in ("f32", "f64"):
+            f = getattr(lib, f"mnemo_squared_norm_{suffix}")
+            f.argtypes, f.restype = [sz, ptrs, ctypes.POINTER(sz), ctypes.POINTER(dbl)], sz
+            f = getattr(lib, f"mnemo_adamw_{suffix}")
+            f.argtypes = [sz, ptrs, ptrs, ptrs, ptrs, ctypes.POINTER(sz), dbl, dbl, dbl, dbl, dbl, dbl, sz]
+            f.restype = None
+        if lib.mnemo_abi_version() != 1:
+            raise RuntimeError(f"mnemo_torch: {so} is of another version; remove {build_dir}")
+        _optim_kernels = lib
+        return lib

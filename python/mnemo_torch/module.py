@@ -54,7 +54,8 @@ class _MemoryFunction(torch.autograd.Function):
         ctx.handle = handle
         ctx.has_state = state_values is not None
         ctx.save_for_backward(x, state_values, state_positions, *params)
-        ctx.mark_non_differentiable(positions)
+        if positions is not None:
+            ctx.mark_non_differentiable(positions)
         ctx.set_materialize_grads(False)
         return y, values, positions
 
@@ -69,7 +70,7 @@ class _MemoryFunction(torch.autograd.Function):
             x, state_values, state_positions, *params = ctx.saved_tensors
             _, handle, _, _ = ctx.ext.forward(
                 x, list(params), ctx.hyper, initial_values=state_values, initial_positions=state_positions,
-                **ctx.options)
+                **dict(ctx.options, return_state=False))
         n_params = len(ctx.needs_input_grad) - 6
         if dy is None and dvalues is None:
             return (None,) * (6 + n_params)
@@ -78,11 +79,13 @@ class _MemoryFunction(torch.autograd.Function):
                              dtype=dvalues.dtype)
         dy = dy.contiguous()
         fa = dvalues.contiguous() if dvalues is not None else None
-        grads, dx, initial_adjoints = ctx.ext.backward(handle, dy, fa)
-        return (None, None, None,
-                dx if ctx.needs_input_grad[3] else None,
-                initial_adjoints if ctx.has_state and ctx.needs_input_grad[4] else None,
-                None, *grads)
+        # dX and the initial state's adjoint only when asked for (tokens that are data need
+        # no dX: about a tenth of the backward).
+        want_dx = ctx.needs_input_grad[3]
+        want_ia = ctx.has_state and ctx.needs_input_grad[4]
+        grads, dx, initial_adjoints = ctx.ext.backward(handle, dy, fa, token_gradient=want_dx,
+                                                       initial_adjoints=want_ia)
+        return (None, None, None, dx, initial_adjoints, None, *grads)
 
 
 def _is_int(v) -> bool:
@@ -271,7 +274,8 @@ class NeuralMemory(nn.Module):
         return f"{self.config.describe()}, chunk={self.chunk}"
 
     def _params(self) -> Tuple[torch.Tensor, ...]:
-        ps = tuple(getattr(self, n) for n in self.mnemo_names)
+        registered = self._parameters  # (getattr on an nn.Module goes through __getattr__: slower)
+        ps = tuple(registered[n] for n in self.mnemo_names)
         dtypes = {p.dtype for p in ps}
         if len(dtypes) != 1:
             raise TypeError(f"mnemo_torch: the memory's parameters have mixed dtypes {sorted(map(str, dtypes))}")
@@ -306,7 +310,8 @@ class NeuralMemory(nn.Module):
         if state is not None:
             values, positions = self._check_state(state, x.shape[0], dtype)
         ext = self._extension(dtype)
-        options = dict(chunk=int(self.chunk), checkpoint=int(self.checkpoint), threads=int(self.threads))
+        options = dict(chunk=int(self.chunk), checkpoint=int(self.checkpoint), threads=int(self.threads),
+                       return_state=bool(return_state))
         self._check_run_option("chunk", options["chunk"], 1)
         params = tuple(p if p.is_contiguous() else p.contiguous() for p in params)
         y, new_values, new_positions = _MemoryFunction.apply(ext, options, self.hyperparameters(), x, values,

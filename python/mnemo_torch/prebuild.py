@@ -6,7 +6,7 @@
 Each configuration is compiled as on first use (``_build.load``), into ``MNEMO_TORCH_CACHE``
 (default ``~/.cache/mnemo_torch``); a configuration already there is only loaded. Without
 names, every configuration of ``COMMON`` is built (the benchmark configurations' memories,
-in float32 and float64).
+in float32 and float64), and the kernel of ``mnemo_torch.AdamW``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import sys
 import time
 
-from ._build import Config, load
+from ._build import Config, load, optimizer_kernels
 
 COMMON = {
     # name: the memory of bench-configs.md's configurations (chunk sizes need no other build)
@@ -45,6 +45,10 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         load(COMMON[name])
         print(f"{name} ({COMMON[name].describe()}): ready in {time.perf_counter() - t:.1f} s")
+    if not a.names:
+        t = time.perf_counter()
+        optimizer_kernels()
+        print(f"mnemo_torch.AdamW's kernel: ready in {time.perf_counter() - t:.1f} s")
     return 0
 
 

@@ -1,7 +1,7 @@
 """torch.distributed: DistributedDataParallel over gloo, 2 ranks (processes) on this machine,
 training the recall task (examples/python/ddp_recall.py): after one step, and after three,
 the parameters (and the first step's gradients) equal those of one process on the same
-global batch, float64, to 1e-12."""
+global batch, float64, to 1e-12; with torch.optim.AdamW and with mnemo_torch.AdamW."""
 
 import sys
 from pathlib import Path
@@ -15,13 +15,13 @@ import ddp_recall  # noqa: E402
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch without gloo")
-@pytest.mark.parametrize("steps", [1, 3])
-def test_two_ranks_equal_one_process(steps):
-    one = ddp_recall.run(1, steps, batch=8)
-    two = ddp_recall.run(2, steps, batch=8)
+@pytest.mark.parametrize("steps,optimizer", [(1, "torch"), (3, "torch"), (3, "mnemo")])
+def test_two_ranks_equal_one_process(steps, optimizer):
+    one = ddp_recall.run(1, steps, batch=8, optimizer=optimizer)
+    two = ddp_recall.run(2, steps, batch=8, optimizer=optimizer)
     grads = ddp_recall.max_difference(one["first_grads"], two["first_grads"])
     params = ddp_recall.max_difference(one["params"], two["params"])
-    print(f"{steps} step(s): gradients {grads:.3g}, parameters {params:.3g}")
+    print(f"{steps} step(s), {optimizer} AdamW: gradients {grads:.3g}, parameters {params:.3g}")
     assert grads < 1e-12 and params < 1e-12
     # The step did move the parameters, and the gradients are not all zero: the comparison
     # is of something.

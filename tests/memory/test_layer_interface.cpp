@@ -3,7 +3,8 @@
 // * meta_gradient is the layer with its outer loss on top: its loss, outputs, gradients,
 //   token gradient (run_options::token_gradient) and initial adjoints equal the layer's
 //   with dY = d(loss)/dY written out by hand here, in every form (dual and compiled steps,
-//   sequential and chunked, checkpointing, threads, first order) (1e-12);
+//   sequential and chunked, checkpointing, threads, first order) (1e-12); without the token
+//   gradient (backward_options) the same gradients, exactly;
 // * the token gradient of meta_gradient against central differences of its loss;
 // * streaming: two calls chained through the states and the adjoints equal one call;
 // * heads: the multi-head layer's backward equals the heads' meta-gradients;
@@ -77,6 +78,14 @@ void check_layer_equals_meta_gradient(Memory& memory, const Data& d, mm::run_opt
     CHECK(seqtest::compare_states(g.initial_adjoints, r.initial_adjoints).err <= tol);
     CHECK(seqtest::squared_norm(g.grads) > 0);
     CHECK(xt::sum(xt::abs(g.tokens))() > 0);
+    // Without the token gradient (backward_options): the same gradients, no dX.
+    memory.forward(ctx, d.params, d.hyper, d.tokens, opt);
+    typename Memory::layer_gradients g2;
+    memory.backward(ctx, dY, g2, nullptr, {.token_gradient = false});
+    const auto wg2 = compare_params(g2.grads, g.grads);
+    CHECK_MESSAGE(wg2.err == 0, "grads without dX " << wg2.where << " " << wg2.err);
+    CHECK(seqtest::compare_states(g2.initial_adjoints, g.initial_adjoints).err == 0);
+    CHECK(g2.tokens.size() == 0);
 }
 
 }  // namespace

@@ -103,8 +103,17 @@ struct run_options {
     /// may take (per thread) before checkpointing sets in.
     std::size_t state_budget_bytes = std::size_t(64) << 20;
     /// `meta_gradient` also returns the gradient of the loss with respect to the tokens
-    /// (`result::token_grads`, (B, T, d)). The layer's `backward` always does.
+    /// (`result::token_grads`, (B, T, d)). The layer's `backward` does unless told not to
+    /// (`backward_options`).
     bool token_gradient = false;
+};
+
+/// What a layer's `backward` computes besides the gradients of the meta-parameters and of
+/// the initial states.
+struct backward_options {
+    /// The gradient to the tokens, dL/dX (B, T, d): needed when the tokens come from a
+    /// layer being trained; tokens that are data can skip it.
+    bool token_gradient = true;
 };
 
 /// The state of one sequence's memory between calls (streaming): the memory tensors, their
@@ -269,12 +278,16 @@ public:
     /// and to each sequence's initial state. It differentiates at the forward's parameters,
     /// options and tokens (copied by the forward); a context serves one backward. Reused
     /// with the same sizes, `g` allocates nothing.
+    ///
+    /// With `{.token_gradient = false}` (`backward_options`) the gradient to the tokens is
+    /// not computed (`g.tokens` is left empty, shape (0, 0, 0)): tokens that are data, not
+    /// the output of a layer being trained, save about a tenth of the backward.
     void backward(context& ctx, batch_ref<T> dY, layer_gradients& g,
-                  const std::vector<state_type>* final_adjoints = nullptr);
+                  const std::vector<state_type>* final_adjoints = nullptr, backward_options bo = {});
     layer_gradients backward(context& ctx, batch_ref<T> dY,
-                             const std::vector<state_type>* final_adjoints = nullptr) {
+                             const std::vector<state_type>* final_adjoints = nullptr, backward_options bo = {}) {
         layer_gradients g;
-        backward(ctx, dY, g, final_adjoints);
+        backward(ctx, dY, g, final_adjoints, bo);
         return g;
     }
 
@@ -966,7 +979,8 @@ const xt::xtensor<T, 3>& sequence_memory<Spec, T, FirstOrder>::forward(context& 
 
 template <class Spec, class T, bool FirstOrder>
 void sequence_memory<Spec, T, FirstOrder>::backward(context& ctx, batch_ref<T> dY_arg, layer_gradients& g,
-                                                    const std::vector<state_type>* final_adjoints) {
+                                                    const std::vector<state_type>* final_adjoints,
+                                                    backward_options bo) {
     const xt::xtensor<T, 3>& dY = dY_arg;
     if (!ctx.m_ready)
         throw std::invalid_argument(
@@ -979,12 +993,14 @@ void sequence_memory<Spec, T, FirstOrder>::backward(context& ctx, batch_ref<T> d
     check_finite(dY, "dY entry");
     check_states(final_adjoints, B, "final adjoints");
     ctx.m_ready = false;
-    resize_to(g.tokens, {B, L, d});
+    if (bo.token_gradient) resize_to(g.tokens, {B, L, d});
+    else resize_to(g.tokens, {0, 0, 0});
     g.initial_adjoints.resize(B);
     const std::size_t W = for_each_sequence(B, ctx.m_opt, true, [&](worker& w, std::size_t s) {
         const state_type* fa = final_adjoints ? &(*final_adjoints)[s] : nullptr;
         backward_one(w, ctx.m_tapes[s], ctx.m_params, ctx.m_hyper, ctx.m_tokens.data() + s * L * d,
-                     dY.data() + s * L * d_out, fa, g.initial_adjoints[s], g.tokens.data() + s * L * d);
+                     dY.data() + s * L * d_out, fa, g.initial_adjoints[s],
+                     bo.token_gradient ? g.tokens.data() + s * L * d : nullptr);
         if (ctx.m_from_m0) add_initial_adjoint(w.grads, g.initial_adjoints[s]);
     });
     gather(W, nullptr, &g.grads);
