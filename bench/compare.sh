@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# Runs mnemo_bench and the PyTorch peer (bench/torch_peer.py) on every benchmark configuration,
-# one after the other, and writes docs/benchmarks.md (raw JSON lines: build/bench/benchmarks.jsonl).
-# The peer runs twice per configuration: side "torch" with glibc's default malloc settings
-# (torch_peer.py --default-malloc: PyTorch as installed and run by its users; the verdict of the
-# targets is judged against it) and side "torch-tuned" with the malloc tunables torch_peer.py
-# sets by default (GLIBC_TUNABLES, no per-step page faults). Order per configuration: torch,
-# torch-tuned, mnemo; never concurrently.
+# Runs mnemo_bench and both PyTorch peers on every benchmark configuration and writes
+# docs/benchmarks.md (raw JSON lines: build/bench/benchmarks.jsonl). The peers:
+# - the naive peer (bench/torch_peer.py: PyTorch as its users write it first, the inner
+#   gradient by autograd with create_graph), twice per configuration: side "torch" with glibc's
+#   default malloc settings (--default-malloc; the verdict of the targets against this peer is
+#   judged against it) and side "torch-tuned" with the malloc tunables torch_peer.py sets by
+#   default (GLIBC_TUNABLES, no per-step page faults); for mlpchunk64, which torch_peer.py does
+#   not have, torch_skilled.py --variant naive;
+# - the skilled peer (bench/torch_skilled.py: closed-form inner gradients, the WY solve, the
+#   dual form), side "skilled": its fastest variant per configuration (--variant best in the
+#   first round picks it; the later rounds run that variant).
+# The skilled peer and mnemo, whose ratio the targets of the skilled peer judge, run in ROUNDS
+# interleaved rounds (this machine is shared: one run can land in a slow minute); the report
+# takes, per side and configuration, the round with the median time. The naive peer runs once.
+# Never two runs concurrently.
 #
 #   bench/compare.sh
-#   CONFIGS='seq64 batch64' SECONDS_PER_CONFIG=1 bench/compare.sh
+#   CONFIGS='seq64 batch64' SECONDS_PER_CONFIG=1 ROUNDS=1 bench/compare.sh
 #
 # Environment:
-#   CONFIGS              configurations to run (default: seed seq64 batch64 mlp64 chunk64 big256);
-#                        batch64 is also run with 2 threads on both sides
+#   CONFIGS              configurations to run (default: seed seq64 batch64 mlp64 chunk64 big256
+#                        mlpchunk64); batch64, chunk64 and big256 also run with 2 threads on
+#                        mnemo and the skilled peer (batch64 on the naive peer as well)
 #   SECONDS_PER_CONFIG   seconds of timed steps per run (default 3; at least 3 steps are timed
-#                        after one warm-up step; the peer times exactly 3 steps of big256, whose
-#                        first step with the default malloc takes tens of seconds)
+#                        after one warm-up step; the naive peer times exactly 3 steps of big256,
+#                        whose first step with the default malloc takes tens of seconds)
+#   ROUNDS               interleaved rounds of mnemo and the skilled peer (default 3)
 #   BUILD_DIR            mnemo's build directory (default build); mnemo_bench is built there if
 #                        missing
 #   REPORT               output markdown (default docs/benchmarks.md); the raw JSON lines go to
@@ -31,7 +41,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=/usr/bin/python3
 BUILD_DIR=${BUILD_DIR:-build}
 SECONDS_PER_CONFIG=${SECONDS_PER_CONFIG:-3}
-CONFIGS=${CONFIGS:-"seed seq64 batch64 mlp64 chunk64 big256"}
+CONFIGS=${CONFIGS:-"seed seq64 batch64 mlp64 chunk64 big256 mlpchunk64"}
+ROUNDS=${ROUNDS:-3}
 REPORT=${REPORT:-docs/benchmarks.md}
 BENCH="$BUILD_DIR/bench/mnemo_bench"
 OUT_DIR="$BUILD_DIR/bench"
@@ -41,8 +52,8 @@ log() { printf '[compare] %s\n' "$*" >&2; }
 
 for c in $CONFIGS; do
     case "$c" in
-        seed | seq64 | batch64 | mlp64 | chunk64 | big256) ;;
-        *) log "unknown configuration '$c' (seed seq64 batch64 mlp64 chunk64 big256)"; exit 2 ;;
+        seed | seq64 | batch64 | mlp64 | chunk64 | big256 | mlpchunk64) ;;
+        *) log "unknown configuration '$c' (seed seq64 batch64 mlp64 chunk64 big256 mlpchunk64)"; exit 2 ;;
     esac
 done
 
@@ -109,17 +120,23 @@ import json, os
 print(json.dumps({"side": "check", "result": os.environ["CHECK_RESULT"], "output": os.environ["CHECK_OUT"]}))
 ' >>"$JSONL"
 
-# One run: side (torch|torch-tuned|mnemo), configuration, threads. Appends one JSON line with a
-# leading "side" field; a failed run is recorded with an "error" field and does not stop the
-# script. Both peer runs start without GLIBC_TUNABLES from the caller's environment: "torch"
-# keeps glibc's defaults (--default-malloc), "torch-tuned" gets the tunables from torch_peer.py.
+# One run: side (torch|torch-tuned|skilled|mnemo), configuration, threads, round. Appends one
+# JSON line with leading "side" and "round" fields; a failed run is recorded with an "error"
+# field and does not stop the script. The peers start without GLIBC_TUNABLES from the caller's
+# environment: "torch" keeps glibc's defaults (--default-malloc), "torch-tuned" and "skilled"
+# get the tunables from torch_peer.py.
+declare -A VARIANT  # the skilled peer's variant per configuration and thread count, from round 1
 run() {
-    local side=$1 config=$2 threads=$3 out rc=0 line
+    local side=$1 config=$2 threads=$3 round=$4 out rc=0 line
     local -a cmd
     case "$side" in
         torch | torch-tuned)
-            cmd=(env -u GLIBC_TUNABLES "$PY" bench/torch_peer.py --config "$config" --threads "$threads"
-                --json --seconds "$SECONDS_PER_CONFIG")
+            if [ "$config" = mlpchunk64 ]; then
+                cmd=(env -u GLIBC_TUNABLES "$PY" bench/torch_skilled.py --variant naive)
+            else
+                cmd=(env -u GLIBC_TUNABLES "$PY" bench/torch_peer.py)
+            fi
+            cmd+=(--config "$config" --threads "$threads" --json --seconds "$SECONDS_PER_CONFIG")
             if [ "$side" = torch ]; then
                 cmd+=(--default-malloc)
             fi
@@ -128,37 +145,79 @@ run() {
                 cmd+=(--runs 3)
             fi
             ;;
+        skilled)
+            cmd=(env -u GLIBC_TUNABLES "$PY" bench/torch_skilled.py --config "$config" --threads "$threads" --json
+                --seconds "$SECONDS_PER_CONFIG" --variant "${VARIANT[$config/$threads]:-best}")
+            ;;
         *)
             cmd=("$BENCH" --config "$config" --threads "$threads" --json --seconds "$SECONDS_PER_CONFIG")
             ;;
     esac
-    log "$side $config threads=$threads: ${cmd[*]}"
+    log "$side $config threads=$threads round=$round: ${cmd[*]}"
     out=$("${cmd[@]}") || rc=$?
     line=$(printf '%s\n' "$out" | grep '^{' | tail -n 1 || true)
     if [ "$rc" -eq 0 ] && [ -n "$line" ] && printf '%s' "$line" | "$PY" -c 'import json, sys; json.loads(sys.stdin.read())'; then
-        printf '%s\n' "$line" | sed 's/^{/{"side": "'"$side"'", /' >>"$JSONL"
+        printf '%s\n' "$line" | sed 's/^{/{"side": "'"$side"'", "round": '"$round"', /' >>"$JSONL"
         log "  $line"
+        if [ "$side" = skilled ] && [ -z "${VARIANT[$config/$threads]:-}" ]; then
+            VARIANT[$config/$threads]=$(printf '%s' "$line" | "$PY" -c 'import json, sys; print(json.loads(sys.stdin.read())["variant"])')
+        fi
     else
         log "  failed (exit $rc)"
-        printf '{"side": "%s", "name": "%s", "threads": %d, "error": "exit %d"}\n' \
-            "$side" "$config" "$threads" "$rc" >>"$JSONL"
+        printf '{"side": "%s", "round": %d, "name": "%s", "threads": %d, "error": "exit %d"}\n' \
+            "$side" "$round" "$config" "$threads" "$rc" >>"$JSONL"
     fi
 }
 
+two_threads() {
+    case "$1" in batch64 | chunk64 | big256) return 0 ;; *) return 1 ;; esac
+}
+
 for c in $CONFIGS; do
-    run torch "$c" 1
-    run torch-tuned "$c" 1
-    run mnemo "$c" 1
+    run torch "$c" 1 1
+    run torch-tuned "$c" 1 1
 done
 case " $CONFIGS " in
     *" batch64 "*)
-        run torch batch64 2
-        run torch-tuned batch64 2
-        run mnemo batch64 2
+        run torch batch64 2 1
+        run torch-tuned batch64 2 1
         ;;
 esac
+for ((r = 1; r <= ROUNDS; r++)); do
+    for c in $CONFIGS; do
+        run skilled "$c" 1 "$r"
+        run mnemo "$c" 1 "$r"
+        if two_threads "$c"; then
+            run skilled "$c" 2 "$r"
+            run mnemo "$c" 2 "$r"
+        fi
+    done
+done
+# The flops of the BLAS products mnemo really calls in one step (bench/gemm_count.c, an
+# LD_PRELOAD counter: the products of 1 + 3 steps minus those of 1 + 1, halved), per
+# configuration: the rate on them against the sgemm rate below.
+COUNTER="$OUT_DIR/libgemm_count.so"
+if cc -O2 -shared -fPIC bench/gemm_count.c -o "$COUNTER" -ldl 2>/dev/null; then
+    for c in $CONFIGS; do
+        counts="$OUT_DIR/gemm_count.$c.jsonl"
+        : >"$counts"
+        for n in 1 3; do
+            GEMM_COUNT_OUT="$counts" LD_PRELOAD="$COUNTER" "$BENCH" --config "$c" --runs "$n" --seconds 0 >/dev/null
+        done
+        "$PY" -c '
+import json, sys
+a, b = (json.loads(x) for x in open(sys.argv[1]) if x.strip())
+print(json.dumps({"side": "flops", "name": sys.argv[2], "gemm_calls_per_step": (b["gemm_calls"] - a["gemm_calls"]) / 2,
+                  "gemm_flops_per_step": (b["gemm_flops"] - a["gemm_flops"]) / 2,
+                  "gemv_flops_per_step": (b["gemv_flops"] - a["gemv_flops"]) / 2}))
+' "$counts" "$c" >>"$JSONL" || log "counting the products of $c failed"
+    done
+else
+    log "no C compiler for bench/gemm_count.c: the products' flops are not counted"
+fi
+
 # Single-thread OpenBLAS sgemm rate at n = 256 (the yardstick of big256); "n/a" if unsupported.
-run mnemo sgemm256 1
+run mnemo sgemm256 1 1
 
 "$PY" bench/make_report.py report "$JSONL" "$REPORT"
 log "wrote $REPORT and $JSONL"

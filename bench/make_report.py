@@ -4,11 +4,13 @@
     make_report.py machine TORCH_VERSION           prints one JSON line describing the machine
     make_report.py report COMPARE.JSONL OUT.md     renders docs/benchmarks.md from the JSON lines
 
-The JSON lines are those of mnemo_bench --json and bench/torch_peer.py --json, each with a
-leading "side" field ("mnemo"; "torch": the peer with glibc's default malloc settings,
-torch_peer.py --default-malloc; "torch-tuned": the peer with its malloc tunables), plus one
-"machine" line and one "check" line.
-A run that failed is a line with an "error" field instead of timings.
+The JSON lines are those of mnemo_bench --json, bench/torch_peer.py --json and
+bench/torch_skilled.py --json, each with a leading "side" field ("mnemo"; "torch": the naive
+peer with glibc's default malloc settings, torch_peer.py --default-malloc; "torch-tuned": the
+naive peer with its malloc tunables; "skilled": torch_skilled.py) and a "round" field, plus one
+"machine" line and one "check" line. A side run in several rounds is represented by the round
+with the median time (its "round_medians_s" lists every round's). A run that failed is a line
+with an "error" field instead of timings.
 """
 
 import datetime
@@ -27,8 +29,17 @@ CONFIGS = {
     "mlp64": (1, 64, 256, "mlp (h 256)", 1),
     "chunk64": (16, 64, 256, "linear", 16),
     "big256": (4, 256, 512, "linear", 64),
+    "mlpchunk64": (16, 64, 256, "mlp (h 256)", 16),
 }
 SPEEDUP_TARGETS = {"seed": 100, "seq64": 30, "batch64": 20, "mlp64": 10, "chunk64": 20}
+# Against the skilled peer (torch_skilled.py's fastest variant), one thread each side.
+SKILLED_TARGETS = {"seed": 300, "seq64": 3.5, "batch64": 3.5, "mlp64": 15, "chunk64": 3, "big256": 1.8,
+                   "mlpchunk64": 5}
+SKILLED_TARGET_NOTES = {
+    "chunk64": "or >= 85% of the sgemm rate on the flops its products do; >= 2.5x with the pinned kernels",
+    "big256": "or >= 95% of the sgemm rate on the flops its products do; peak RSS <= 1/5 of the peer's",
+}
+TWO_THREAD_CONFIGS = ("batch64", "chunk64", "big256")
 BIG_FRACTION = 0.30  # of the single-thread sgemm rate at n = 256
 BIG_RSS_MB = 512
 # The tunables torch_peer.py sets for "torch-tuned" (shown when the JSON lines do not record them).
@@ -120,10 +131,18 @@ def report(jsonl, out):
     lines = [json.loads(line) for line in open(jsonl) if line.strip()]
     mach = next((x for x in lines if x.get("side") == "machine"), {})
     check = next((x for x in lines if x.get("side") == "check"), None)
-    runs = {}
+    by_key = {}
     for x in lines:
-        if x.get("side") in ("mnemo", "torch", "torch-tuned"):
-            runs[(x["side"], x["name"], x.get("threads", 1))] = x
+        if x.get("side") in ("mnemo", "torch", "torch-tuned", "skilled"):
+            by_key.setdefault((x["side"], x["name"], x.get("threads", 1)), []).append(x)
+    runs = {}
+    for key, xs in by_key.items():
+        good = sorted((x for x in xs if "error" not in x), key=lambda x: x["median_s"])
+        if not good:
+            runs[key] = xs[0]
+            continue
+        runs[key] = dict(good[(len(good) - 1) // 2], round_medians_s=[x["median_s"] for x in good])
+    flops = {x["name"]: x for x in lines if x.get("side") == "flops"}
     sgemm = runs.get(("mnemo", "sgemm256", 1))
     sgemm_gflops = sgemm.get("gflops") if sgemm and "error" not in sgemm else None
     # The environments the peer actually ran in, as recorded by torch_peer.py.
@@ -161,16 +180,19 @@ def report(jsonl, out):
     w("ran are under Machine.")
     w("")
     w("It installs Debian's `python3-torch` if `/usr/bin/python3` cannot import torch, builds")
-    w("`mnemo_bench` if needed (`BUILD_DIR`, default `build`), runs the PyTorch peer with glibc's")
-    w("default malloc settings, the peer with its malloc tunables and `mnemo_bench` one after the")
-    w("other (never concurrently), writes this file and keeps the raw JSON lines in")
-    w(f"`build/bench/{jsonl_name}`. The single programs:")
+    w("`mnemo_bench` if needed (`BUILD_DIR`, default `build`), runs the naive PyTorch peer with")
+    w("glibc's default malloc settings and with its malloc tunables, once per configuration, then")
+    w("`ROUNDS` (default 3) interleaved rounds of the skilled peer and `mnemo_bench`, never two")
+    w("runs concurrently; counts the flops of mnemo's BLAS products (`bench/gemm_count.c`); writes")
+    w(f"this file and keeps the raw JSON lines in `build/bench/{jsonl_name}`. The single programs:")
     w("")
     w("```")
     w("build/bench/mnemo_bench --config NAME --threads N --json")
     w("/usr/bin/python3 bench/torch_peer.py --config NAME --threads N --json --default-malloc   # PyTorch")
     w("/usr/bin/python3 bench/torch_peer.py --config NAME --threads N --json   # PyTorch, tuned malloc")
     w("/usr/bin/python3 bench/torch_peer.py --check")
+    w("/usr/bin/python3 bench/torch_skilled.py --config NAME --threads N --json --variant best   # skilled")
+    w("/usr/bin/python3 bench/torch_skilled.py --check")
     w("```")
     w("")
     w("## Machine")
@@ -201,6 +223,8 @@ def report(jsonl, out):
         if name in SPEEDUP_TARGETS:
             target = f">= {SPEEDUP_TARGETS[name]}x"
             met = "n/a" if sp is None else ("yes" if sp >= SPEEDUP_TARGETS[name] else "no")
+        elif name != "big256":
+            target, met = "-", "-"
         else:
             target = f">= {BIG_FRACTION:.0%} of sgemm, RSS < {BIG_RSS_MB} MB"
             gf = nominal_gflops(name, m)
@@ -227,6 +251,72 @@ def report(jsonl, out):
     w("The losses differ because each side draws its own random values from the same distributions")
     w("(visibly for `seed`, a single token of d = 10); they must be finite.")
     w("")
+
+    w("## Against the skilled peer")
+    w("")
+    w("The skilled peer (`bench/torch_skilled.py`) is the same step written as a skilled PyTorch user")
+    w("writes it: the inner gradient in closed form (one first-order `autograd.grad` is the whole")
+    w("meta-gradient), sequential linear memories as unit-lower-triangular solves (the WY form),")
+    w("chunked ones in the dual form; per configuration its fastest variant (picked by `--variant")
+    w("best` in the first round). It equals the naive peer in float64 (`torch_skilled.py --check`,")
+    w("CTest `bench_skilled_peer_check`). mnemo and the skilled peer ran in interleaved rounds;")
+    w("each cell is the round with the median time (every round's median in the raw lines). The")
+    w("ratio is the skilled peer's median over mnemo's.")
+    w("")
+    w("| config | threads | skilled variant | skilled (ms) | mnemo (ms) | mnemo vs skilled | target | met? "
+      "| skilled peak RSS (MB) | mnemo peak RSS (MB) | rounds: skilled / mnemo (ms) |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
+    one_thread_ratio = {}
+    for name in [n for n in CONFIGS if ("skilled", n, 1) in runs or ("mnemo", n, 1) in runs]:
+        for threads in (1, 2):
+            sk, m = runs.get(("skilled", name, threads)), runs.get(("mnemo", name, threads))
+            if sk is None and m is None:
+                continue
+            sp = speedup(sk, m)
+            if threads == 1:
+                one_thread_ratio[name] = sp
+                goal = SKILLED_TARGETS.get(name)
+                target = f">= {goal}x" if goal else "-"
+                if name in SKILLED_TARGET_NOTES:
+                    target += f" ({SKILLED_TARGET_NOTES[name]})"
+                met = "n/a" if sp is None or goal is None else ("yes" if sp >= goal else "no")
+                if name == "big256" and ok(sk) and ok(m) and met == "yes":
+                    met = "yes" if m["peak_rss_mb"] <= sk["peak_rss_mb"] / 5 else "no (RSS)"
+            else:
+                base = one_thread_ratio.get(name)
+                target = ">= the 1-thread ratio" + (f" ({base:.2f}x)" if base else "")
+                met = "n/a" if sp is None or base is None else ("yes" if sp >= base else "no")
+            rounds = " / ".join(", ".join(f"{v * 1e3:.3g}" for v in r.get("round_medians_s", []))
+                                for r in (sk or {}, m or {}))
+            w(f"| `{name}` | {threads} | {(sk or {}).get('variant', 'n/a')} | {fmt_ms(sk)} | {fmt_ms(m)} | "
+              f"{'n/a' if sp is None else f'{sp:.2f}x'} | {target} | {met} | "
+              f"{fmt_num(sk.get('peak_rss_mb') if ok(sk) else None, 4)} | "
+              f"{fmt_num(m.get('peak_rss_mb') if ok(m) else None, 4)} | {rounds} |")
+    w("")
+
+    if flops:
+        w("**The flops mnemo's products really do.** `bench/gemm_count.c` counts, under `LD_PRELOAD`, the")
+        w("BLAS products `mnemo_bench` calls (2 m n k for a gemm, 2 m n for a gemv) in one step; the rate")
+        w("on them is those flops over mnemo's one-thread median. \"Time for the target\" is the time")
+        w("that the skilled-peer target asks of mnemo; \"at the sgemm rate\" is the time the products")
+        w("alone take at the single-thread sgemm rate of n = 256 (below): a target whose time is below")
+        w("it is beyond the rate.")
+        w("")
+        w("| config | products per step (GFLOP) | BLAS calls per step | mnemo's rate on them (GFLOP/s) "
+          "| of the sgemm rate | time for the target (ms) | at the sgemm rate (ms) |")
+        w("|---|---|---|---|---|---|---|")
+        for name in [n for n in CONFIGS if n in flops]:
+            fx = flops[name]
+            f = fx["gemm_flops_per_step"] + fx["gemv_flops_per_step"]
+            m, sk = runs.get(("mnemo", name, 1)), runs.get(("skilled", name, 1))
+            rate = f / m["median_s"] / 1e9 if ok(m) and f > 0 else None
+            frac = "n/a" if rate is None or sgemm_gflops is None else f"{rate / sgemm_gflops:.0%}"
+            goal = SKILLED_TARGETS.get(name)
+            t_goal = f"{sk['median_s'] / goal * 1e3:.3g}" if ok(sk) and goal else "n/a"
+            t_rate = "n/a" if sgemm_gflops is None else f"{f / sgemm_gflops / 1e6:.3g}"
+            w(f"| `{name}` | {f / 1e9:.3g} | {fx['gemm_calls_per_step']:.0f} | {fmt_num(rate)} | {frac} | "
+              f"{t_goal} | {t_rate} |")
+        w("")
 
     w("## Throughput of the linear memory")
     w("")
