@@ -246,6 +246,15 @@ import torch  # noqa: E402
 assert MALLOC_TUNABLES == peer.MALLOC_TUNABLES, "torch_module.py's malloc tunables must be torch_peer.py's"
 
 
+def make_optimizer(params, a):
+    """The module's optimizer (--optimizer): mnemo_torch.AdamW without decay, or torch's Adam."""
+    if a.optimizer == "mnemo":
+        import mnemo_torch
+
+        return mnemo_torch.AdamW(params, lr=1e-6, weight_decay=0.0)
+    return torch.optim.Adam(params, lr=1e-6)
+
+
 def module_step(B, d, T, kind, h, chunk, a):
     from mnemo_torch import NeuralMemory, _build
 
@@ -260,12 +269,7 @@ def module_step(B, d, T, kind, h, chunk, a):
         for n in ("WK", "WV", "WQ", "wa", "ba", "we", "be", "wt", "bt"):
             getattr(mem, n).copy_(p[n])
     X, Y = X.detach(), Y.detach()
-    if a.optimizer == "mnemo":
-        import mnemo_torch
-
-        opt = mnemo_torch.AdamW(mem.parameters(), lr=1e-6, weight_decay=0.0)
-    else:
-        opt = torch.optim.Adam(mem.parameters(), lr=1e-6)
+    opt = make_optimizer(mem.parameters(), a)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -300,12 +304,7 @@ def floor_step(B, d, T, kind, h, chunk, a):
         def backward(ctx, dy):
             return (None,) + tuple(torch.zeros_like(p) for p in ctx.saved_tensors[1:])
 
-    if a.optimizer == "mnemo":
-        import mnemo_torch
-
-        opt = mnemo_torch.AdamW(params, lr=1e-6, weight_decay=0.0)
-    else:
-        opt = torch.optim.Adam(params, lr=1e-6)
+    opt = make_optimizer(params, a)
 
     def step():
         opt.zero_grad(set_to_none=True)

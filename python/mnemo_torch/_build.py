@@ -185,16 +185,25 @@ def cpu_identity() -> str:
     return "\n".join(ln for ln in lines if ln.split(":", 1)[0].strip() in keep)
 
 
-def _headers_digest(inc: Path) -> str:
-    # Every header the unit can include (mnemo/memory.hpp and what it includes); the training
-    # headers (mnemo/train/) are not: their edits need no rebuild.
+def _headers_digest(inc: Path, with_train: bool = False) -> str:
+    # Every header a memory's unit can include (mnemo/memory.hpp and what it includes); the
+    # training headers (mnemo/train/) only with `with_train` (the optimizer's kernel, whose
+    # optim.hpp includes mnemo/detail/ too): a memory's unit needs no rebuild for their edits.
     h = hashlib.sha256()
     for p in sorted((inc / "mnemo").rglob("*.hpp")):
-        if p.relative_to(inc / "mnemo").parts[0] == "train":
+        if not with_train and p.relative_to(inc / "mnemo").parts[0] == "train":
             continue
         h.update(str(p.relative_to(inc)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()
+
+
+def _digest(parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
 
 
 _headers_digest_cache: dict = {}
@@ -214,13 +223,10 @@ def config_hash(config: Config, source: str, inc: Path) -> str:
     key = str(inc.resolve())
     if key not in _headers_digest_cache:
         _headers_digest_cache[key] = _headers_digest(inc)
-    h = hashlib.sha256()
     flags = cxx_flags()
-    for part in (_BINDING_ABI, source, _headers_digest_cache[key], " ".join(flags), " ".join(LDFLAGS),
-                 torch.__version__, sys.version, repr(config), cpu_identity() if "-march=native" in flags else ""):
-        h.update(part.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:16]
+    return _digest((_BINDING_ABI, source, _headers_digest_cache[key], " ".join(flags), " ".join(LDFLAGS),
+                    torch.__version__, sys.version, repr(config),
+                    cpu_identity() if "-march=native" in flags else ""))
 
 
 _loaded: dict = {}
@@ -332,15 +338,9 @@ def optimizer_kernels():
         source = _OPTIM_SOURCE.read_bytes()
         flags = cxx_flags() + ["-shared", "-fPIC"]
         cxx = os.environ.get("CXX", "c++")
-        h = hashlib.sha256()
-        for part in (source, cxx.encode(), " ".join(flags).encode(),
-                     cpu_identity().encode() if "-march=native" in flags else b""):
-            h.update(part)
-            h.update(b"\0")
-        for hp in sorted((inc / "mnemo" / "train").glob("*.hpp")):
-            h.update(hp.name.encode())
-            h.update(hp.read_bytes())
-        build_dir = cache_root() / f"optim_{h.hexdigest()[:16]}"
+        digest = _digest((source, cxx, " ".join(flags), _headers_digest(inc, with_train=True),
+                          cpu_identity() if "-march=native" in flags else ""))
+        build_dir = cache_root() / f"optim_{digest}"
         so = build_dir / "libmnemo_optim.so"
 
         def build():

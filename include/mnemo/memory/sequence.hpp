@@ -603,7 +603,10 @@ private:
         tp.chunk = opt.chunk;
         if constexpr (has_dual_form) {
             if (tp.how == form::dual) {
-                w.dual.kernels.forward(tp.dual, p, h, tok, len, opt.chunk, dual_block(opt, &tp != &w.own),
+                // A tape other than the worker's own is a layer context's, kept until a later
+                // backward.
+                const bool tape_kept = &tp != &w.own;
+                w.dual.kernels.forward(tp.dual, p, h, tok, len, opt.chunk, dual_block(opt, tape_kept),
                                        !(opt.chunk == 1 && !opt.chunked_form),
                                        st.values.data(), y, sur, record);
                 st.position += len;
