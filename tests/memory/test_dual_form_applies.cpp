@@ -1,6 +1,7 @@
 // When the dual form applies, read off the expressions at compile time (memory/dual.hpp):
 // a linear memory with the Titans rule or the delta rule (any inner loss, any gates,
-// normalised keys and queries); not an MLP memory, a normalising rule
+// normalised keys and queries), and a two-layer MLP memory without biases or residual
+// (memory/dual_mlp.hpp, tested in test_dual_form_mlp*.cpp); not a normalising rule
 // (normalized_momentum_rule) or a Newton-Schulz rule, where the plain chunked form runs.
 // The checks are static_asserts on `mm::has_dual_form_v` (the same fact as
 // `sequence_memory<Spec>::has_dual_form`, without instantiating the memory's steps). At run
@@ -26,8 +27,12 @@ static_assert(mm::has_dual_form_v<lin<mm::titans_rule, mm::l2_loss, mm::const_ga
 static_assert(mm::has_dual_form_v<lin<mm::titans_rule, mm::l2_loss, mm::data_gates<D>, true>>);
 static_assert(!mm::has_dual_form_v<lin<mm::normalized_momentum_rule>>);
 static_assert(!mm::has_dual_form_v<lin<mm::newton_schulz_rule<1>>>);
-static_assert(!mm::has_dual_form_v<mm::spec<D, mm::mlp<mm::silu_act, false, D, 6>, mm::l2_loss, mm::titans_rule,
-                                             mm::data_gates<D>, mm::mse>>);
+using mlp_memory = mm::spec<D, mm::mlp<mm::silu_act, false, D, 6>, mm::l2_loss, mm::titans_rule, mm::data_gates<D>, mm::mse>;
+static_assert(mm::has_dual_form_v<mlp_memory> && mm::has_mlp_dual_form_v<mlp_memory>);
+static_assert(!mm::has_linear_dual_form_v<mlp_memory>);  // its sequential runs take the plain form
+static_assert(mm::has_linear_dual_form_v<lin<mm::titans_rule>> && !mm::has_mlp_dual_form_v<lin<mm::titans_rule>>);
+static_assert(!mm::has_dual_form_v<mm::spec<D, mm::mlp<mm::silu_act, true, D, 6>, mm::l2_loss, mm::titans_rule,
+                                             mm::data_gates<D>, mm::mse>>);  // biases: no dual form
 
 }  // namespace
 

@@ -5,7 +5,7 @@
 /// memories; and the exact backward through it.
 ///
 /// Design note. It applies when three facts hold, each read off the user's expressions at
-/// compile time (`has_dual_form_v<Spec>`), never declared per model:
+/// compile time (`has_linear_dual_form_v<Spec>`), never declared per model:
 ///   1. the model is linear in its one parameter tensor: `Model::apply(k, W)` is the
 ///      expression `W * k`. Then the inner gradient at the chunk's start `G` is the outer
 ///      product `u k^T` with `u = d l(pred, v) / d pred` at `pred = G k`, for any inner loss;
@@ -27,7 +27,8 @@
 /// losses), which the library derives and compiles like every other step. The same holds
 /// in blocks of several chunks, and so for the sequential form (chunk 1), with each token's
 /// prediction by forward substitution over its block (see `run_sequence`). Where a fact does
-/// not hold (an MLP memory, a normalising rule), the compiled step runs token by token.
+/// not hold (a normalising rule; an MLP memory takes memory/dual_mlp.hpp's form in chunked
+/// runs), the compiled step runs token by token.
 
 #include <algorithm>
 #include <array>
@@ -87,6 +88,16 @@ struct append;
 template <class... A, class... X>
 struct append<list<A...>, X...> {
     using type = list<A..., X...>;
+};
+
+/// Offsets of buffers carved one after another from one allocation.
+struct carve {
+    std::size_t size = 0;
+    std::size_t operator()(std::size_t n) {
+        const std::size_t o = size;
+        size += n;
+        return o;
+    }
 };
 
 /// The symbols of the dual form's per-token parts.
@@ -158,21 +169,24 @@ struct analysis {
 
 }  // namespace dual_detail
 
-/// Whether runs of the memory `Spec` can take the dual form (see the design note);
-/// cheap to ask: only the facts are instantiated, not the memory's steps.
+/// Whether runs of the linear memory `Spec` (sequential and chunked) take this dual form
+/// (see the design note); cheap to ask: only the facts are instantiated, not the memory's
+/// steps. `has_dual_form_v` (memory/dual_mlp.hpp) asks for either dual form.
 template <class Spec>
-inline constexpr bool has_dual_form_v = dual_detail::analysis<Spec, typename Spec::gates::fixed>::value;
+inline constexpr bool has_linear_dual_form_v = dual_detail::analysis<Spec, typename Spec::gates::fixed>::value;
 
-/// The kernels, instantiated only where the dual form applies.
+/// The per-token parts of a dual form, shared by its kernels (linear memories here, MLP
+/// memories in memory/dual_mlp.hpp): the features (projections, gates and the rule's
+/// coefficients), the inner loss's gradient and its backward, compiled like every step;
+/// their binding; and the scalar recurrences of a block.
 template <class Spec, class T, bool FirstOrder, class Metas, class Fixed>
-class dual_kernels {
-    using an = dual_detail::analysis<Spec, Fixed>;
-    static_assert(an::value, "mnemo internal: the dual form does not apply to this memory.");
+class dual_parts {
+protected:
     using sy = step_symbols<Spec>;
-    using ds = typename an::ds;
+    using ds = dual_detail::symbols<Spec::model::out, Spec::model::in>;
     using st = step<Spec, true, FirstOrder>;
-    static constexpr std::size_t di = an::in, dout = an::out, d = Spec::d;
-    static constexpr std::size_t msz = di * dout;
+    static constexpr std::size_t di = Spec::model::in, dout = Spec::model::out, d = Spec::d;
+
 
     // --- The per-token parts, as expressions. -------------------------------------------
     static constexpr auto rule1 =
@@ -287,9 +301,6 @@ class dual_kernels {
         return *p.template data<I>();
     }
 
-    // --- Scratch of one block (reused between calls: no allocation once warm). ------------
-    std::vector<T> m_chunk;
-
     // Scalar recurrences of one chunk of length bl: alpha, beta, eps (bl), Gamma, Phi (bl x bl).
     static void coefficients(const T* coef, std::size_t bl, std::size_t b, T* al, T* be, T* ep, T* Ga, T* Ph) {
         for (std::size_t t = 0; t < bl; ++t) {
@@ -316,12 +327,180 @@ class dual_kernels {
         }
     }
 
+    /// The per-token features of a sequence: K, V, Q (len rows each; the projections by
+    /// the token as one product each) and the rule's coefficients C (5 a token).
+    template <class Params, class Hyper>
+    void features(sources& src, const Params& p, const T* tok, std::size_t len, T* K, T* V, T* Q, T* C) {
+        if constexpr (k_proj)
+            project<decltype(st::k)>(p, tok, len, di, K);
+        if constexpr (v_proj)
+            project<decltype(st::v)>(p, tok, len, dout, V);
+        if constexpr (q_proj)
+            project<decltype(st::q)>(p, tok, len, di, Q);
+        for (std::size_t t = 0; t < len; ++t) {
+            src.x = tok + t * d;
+            call<Params, Hyper>(m_feat, src);
+            if constexpr (!k_proj)
+                std::copy_n(m_feat.template data<0>(), di, K + t * di);
+            if constexpr (!v_proj)
+                std::copy_n(m_feat.template data<1>(), dout, V + t * dout);
+            if constexpr (!q_proj)
+                std::copy_n(m_feat.template data<2>(), di, Q + t * di);
+            C[5 * t + 0] = scalar_out<3>(m_feat);
+            C[5 * t + 1] = scalar_out<4>(m_feat);
+            C[5 * t + 2] = scalar_out<5>(m_feat);
+            C[5 * t + 3] = scalar_out<6>(m_feat);
+            C[5 * t + 4] = scalar_out<7>(m_feat);
+        }
+
+    }
+
+    /// The features' backward over the tokens [t0, t0 + bl) of a sequence, given the
+    /// adjoints of their K, V, Q rows and of their coefficients: the metas' gradients into
+    /// `grads` (the batched ones as rows of `Ab`, see `batched_metas`), and with `dx` the
+    /// token gradient's other terms.
+    template <class Params, class Hyper>
+    void features_backward(sources& src, Params& grads, T* Ab, const T* tok, std::size_t t0, std::size_t bl,
+                           const T* dK, const T* dV, const T* dQ, const T* dcoef, T* dx) {
+        for (std::size_t t = 0; t < bl; ++t) {
+            src.x = tok + (t0 + t) * d;
+            src.dk = dK + t * di;
+            src.dv = dV + t * dout;
+            src.dq = dQ + t * di;
+            src.dcoef = dcoef + 5 * t;
+            call<Params, Hyper>(m_feat_bwd, src);
+            rows::template collect<0>(m_feat_bwd, grads, Ab + (t0 + t) * batched_width);
+            if constexpr (rows::has_token_rest) {
+                if (dx) {
+                    const T* r = m_feat_bwd.template data<Metas::size>();
+                    T* o = dx + (t0 + t) * d;
+                    for (std::size_t i = 0; i < d; ++i)
+                        o[i] += r[i];
+                }
+            }
+        }
+    }
+    /// The batched metas over the whole sequence: grads[M] += A^T X; dX += A M.
+    template <class Params>
+    static void batched_metas(const Params& p, Params& grads, const T* Ab, const T* tok, std::size_t len, T* dx,
+                              T* stack) {
+        rows::add(grads, Ab, tok, len, d, stack);
+        if (dx)
+            rows::add_token(p, Ab, len, d, dx, stack);
+    }
+
+    /// The adjoint of `coefficients` over a block of bl tokens: from the adjoints of Gamma,
+    /// Phi (b x b) and alpha, beta, eps (consumed: dal, dbe, dep are overwritten) to those
+    /// of the per-token (a, b, c, e, f), 5 a token into `dcoef`.
+    static void coefficients_backward(const T* coef, std::size_t bl, std::size_t b, const T* al, const T* be,
+                                      const T* ep, const T* Ga, const T* Ph, T* dGa, T* dPh, T* dal, T* dbe,
+                                      T* dep, T* dcoef) {
+        for (std::size_t t = bl; t-- > 0;) {
+            const T a = coef[5 * t], bv = coef[5 * t + 1], e = coef[5 * t + 3];
+            T da = 0, db = 0, dc = dGa[t * b + t], de = 0, df = dPh[t * b + t];
+            if (t > 0) {
+                const T* gp = Ga + (t - 1) * b;
+                const T* pp = Ph + (t - 1) * b;
+                T* dgp = dGa + (t - 1) * b;
+                T* dpp = dPh + (t - 1) * b;
+                for (std::size_t s = 0; s < t; ++s) {
+                    const T g = dGa[t * b + s], ph = dPh[t * b + s];
+                    da += g * gp[s];
+                    db += g * pp[s];
+                    de += ph * pp[s];
+                    dgp[s] += a * g;
+                    dpp[s] += bv * g + e * ph;
+                }
+            }
+            const T ep_prev = t ? ep[t - 1] : T(1), al_prev = t ? al[t - 1] : T(1), be_prev = t ? be[t - 1] : T(0);
+            da += dbe[t] * be_prev + dal[t] * al_prev;
+            db += dbe[t] * ep_prev;
+            de += dep[t] * ep_prev;
+            if (t > 0) {
+                dbe[t - 1] += a * dbe[t];
+                dep[t - 1] += bv * dbe[t] + e * dep[t];
+                dal[t - 1] += a * dal[t];
+            }
+            T* dco = dcoef + 5 * t;
+            dco[0] = da;
+            dco[1] = db;
+            dco[2] = dc;
+            dco[3] = de;
+            dco[4] = df;
+        }
+
+    }
+
     static T dot(const T* a, const T* b, std::size_t n) { return mnemo::detail::blas::dot(a, b, n); }
     static void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a,
                      std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc) {
         mnemo::detail::blas::gemm_acc(ta, tb, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c,
                                       int(ldc));
     }
+
+    /// The adjoint through a block's end state M' = a M + b S + T1, S' = e S + T2, in one
+    /// pass and in place: [dM; dS] becomes [a dM; b dM + e dS] (the terms of the block's
+    /// start through M' and S'), and sums = (dM . M, dM . S, dS . S), given [M; S] (each
+    /// two matrices of n). Each sum in independent lanes (detail/lanes.hpp), so the loop is
+    /// bound by its loads, not by the add's latency.
+    static void start_adjoint(T* __restrict dMS, const T* __restrict MS, std::size_t n, T a, T b, T e, T* sums) {
+        constexpr std::size_t W = mnemo::detail::sum_lanes;
+        T *dM = dMS, *dS = dMS + n;
+        const T *M = MS, *S = MS + n;
+        T am[W] = {}, bm[W] = {}, es[W] = {};
+        const std::size_t full = n / W * W;
+        for (std::size_t k = 0; k < full; k += W)
+            for (std::size_t l = 0; l < W; ++l) {
+                const T dm = dM[k + l], ds = dS[k + l], s = S[k + l];
+                dM[k + l] = a * dm;
+                dS[k + l] = b * dm + e * ds;
+                am[l] += dm * M[k + l];
+                bm[l] += dm * s;
+                es[l] += ds * s;
+            }
+        for (std::size_t k = full; k < n; ++k) {
+            const T dm = dM[k], ds = dS[k], s = S[k];
+            dM[k] = a * dm;
+            dS[k] = b * dm + e * ds;
+            am[0] += dm * M[k];
+            bm[0] += dm * s;
+            es[0] += ds * s;
+        }
+        sums[0] = mnemo::detail::fold_lanes(am);
+        sums[1] = mnemo::detail::fold_lanes(bm);
+        sums[2] = mnemo::detail::fold_lanes(es);
+    }
+    /// dP_t, dV_t: the inner gradient's backward at token t, given the adjoint `du` of u_t.
+    template <class Params, class Hyper>
+    void inner_backward(sources& src, const T* Pc, const T* Vc, const T* du, std::size_t t, T* dP, T* dV) {
+        src.pred = Pc + t * dout;
+        src.value = Vc + t * dout;
+        src.u = du;
+        call<Params, Hyper>(m_inner_bwd, src);
+        std::copy_n(m_inner_bwd.template data<0>(), dout, dP + t * dout);
+        std::copy_n(m_inner_bwd.template data<1>(), dout, dV + t * dout);
+    }
+};
+
+/// The kernels of linear memories, instantiated only where the dual form applies.
+template <class Spec, class T, bool FirstOrder, class Metas, class Fixed>
+class dual_kernels : dual_parts<Spec, T, FirstOrder, Metas, Fixed> {
+    using base = dual_parts<Spec, T, FirstOrder, Metas, Fixed>;
+    using an = dual_detail::analysis<Spec, Fixed>;
+    static_assert(an::value, "mnemo internal: the dual form does not apply to this memory.");
+    using typename base::sy;
+    using typename base::ds;
+    using typename base::st;
+    using typename base::rows;
+    using typename base::sources;
+    using base::di, base::dout, base::d, base::batched_width, base::k_proj, base::v_proj, base::q_proj;
+    using base::m_feat, base::m_inner, base::m_inner_bwd, base::m_feat_bwd;
+    using base::coefficients, base::coefficients_backward, base::dot, base::gemm,
+        base::start_adjoint;
+    static constexpr std::size_t msz = di * dout;
+
+    // --- Scratch of one block (reused between calls: no allocation once warm). ------------
+    std::vector<T> m_chunk;
 
 public:
     /// What a forward keeps for its backward: the per-token quantities of the sequence and
@@ -391,28 +570,7 @@ public:
         T* G = state + 2 * msz;
         sources src{&p, &h};
 
-        // Per-token features.
-        if constexpr (k_proj)
-            project<decltype(st::k)>(p, tok, len, di, K);
-        if constexpr (v_proj)
-            project<decltype(st::v)>(p, tok, len, dout, V);
-        if constexpr (q_proj)
-            project<decltype(st::q)>(p, tok, len, di, Q);
-        for (std::size_t t = 0; t < len; ++t) {
-            src.x = tok + t * d;
-            call<Params, Hyper>(m_feat, src);
-            if constexpr (!k_proj)
-                std::copy_n(m_feat.template data<0>(), di, K + t * di);
-            if constexpr (!v_proj)
-                std::copy_n(m_feat.template data<1>(), dout, V + t * dout);
-            if constexpr (!q_proj)
-                std::copy_n(m_feat.template data<2>(), di, Q + t * di);
-            C[5 * t + 0] = scalar_out<3>(m_feat);
-            C[5 * t + 1] = scalar_out<4>(m_feat);
-            C[5 * t + 2] = scalar_out<5>(m_feat);
-            C[5 * t + 3] = scalar_out<6>(m_feat);
-            C[5 * t + 4] = scalar_out<7>(m_feat);
-        }
+        this->template features<Params, Hyper>(src, p, tok, len, K, V, Q, C);
 
         for (std::size_t c = 0; c < nblocks; ++c) {
             const std::size_t t0 = tp.blocks[c], bl = tp.blocks[c + 1] - t0;
@@ -461,9 +619,9 @@ public:
                 }
                 src.pred = pt;
                 src.value = Vc + t * dout;
-                call<Params, Hyper>(m_inner, src);
+                this->template call<Params, Hyper>(m_inner, src);
                 std::copy_n(m_inner.template data<0>(), dout, Uc + t * dout);
-                surprise[t0 + t] = scalar_out<1>(m_inner);
+                surprise[t0 + t] = this->template scalar_out<1>(m_inner);
             }
             // Retrievals: Y = diag(alpha) Q M0^T + diag(beta) Q S0^T + (Gamma o Q K^T) U.
             for (std::size_t t = 0; t < bl; ++t)
@@ -614,7 +772,7 @@ public:
                 for (std::size_t t = bl; t-- > 0;) {
                     const std::size_t next = (t / chunk + 1) * chunk;
                     if (next >= bl) {
-                        inner_backward<Params, Hyper>(src, Pc, Vc, dU + t * dout, t, dP, dV);
+                        this->template inner_backward<Params, Hyper>(src, Pc, Vc, dU + t * dout, t, dP, dV);
                         continue;
                     }
                     std::copy_n(dU + t * dout, dout, du);
@@ -625,7 +783,7 @@ public:
                         for (std::size_t i = 0; i < dout; ++i)
                             du[i] += w * dp[i];
                     }
-                    inner_backward<Params, Hyper>(src, Pc, Vc, du, t, dP, dV);
+                    this->template inner_backward<Params, Hyper>(src, Pc, Vc, du, t, dP, dV);
                 }
                 if (!one_chunk) {
                     // D = dP U^T (in dW, free now): dGamma_{s-1,j} += (k_j . k_t) D_tj and
@@ -694,63 +852,12 @@ public:
                 std::fill_n(dK, bl * di, T(0));
 
             // The coefficient recurrences, in reverse.
-            for (std::size_t t = bl; t-- > 0;) {
-                const T a = C[5 * (t0 + t)], bv = C[5 * (t0 + t) + 1], e = C[5 * (t0 + t) + 3];
-                T da = 0, db = 0, dc = dGa[t * b + t], de = 0, df = dPh[t * b + t];
-                if (t > 0) {
-                    const T* gp = Ga + (t - 1) * b;
-                    const T* pp = Ph + (t - 1) * b;
-                    T* dgp = dGa + (t - 1) * b;
-                    T* dpp = dPh + (t - 1) * b;
-                    for (std::size_t s = 0; s < t; ++s) {
-                        const T g = dGa[t * b + s], ph = dPh[t * b + s];
-                        da += g * gp[s];
-                        db += g * pp[s];
-                        de += ph * pp[s];
-                        dgp[s] += a * g;
-                        dpp[s] += bv * g + e * ph;
-                    }
-                }
-                const T ep_prev = t ? ep[t - 1] : T(1), al_prev = t ? al[t - 1] : T(1), be_prev = t ? be[t - 1] : T(0);
-                da += dbe[t] * be_prev + dal[t] * al_prev;
-                db += dbe[t] * ep_prev;
-                de += dep[t] * ep_prev;
-                if (t > 0) {
-                    dbe[t - 1] += a * dbe[t];
-                    dep[t - 1] += bv * dbe[t] + e * dep[t];
-                    dal[t - 1] += a * dal[t];
-                }
-                T* dco = dcoef + 5 * t;
-                dco[0] = da;
-                dco[1] = db;
-                dco[2] = dc;
-                dco[3] = de;
-                dco[4] = df;
-            }
+            coefficients_backward(C + 5 * t0, bl, b, al, be, ep, Ga, Ph, dGa, dPh, dal, dbe, dep, dcoef);
 
             // Per-token features: projections, gates, coefficients.
-            for (std::size_t t = 0; t < bl; ++t) {
-                src.x = tok + (t0 + t) * d;
-                src.dk = dK + t * di;
-                src.dv = dV + t * dout;
-                src.dq = dQ + t * di;
-                src.dcoef = dcoef + 5 * t;
-                call<Params, Hyper>(m_feat_bwd, src);
-                rows::template collect<0>(m_feat_bwd, *grads, Ab + (t0 + t) * batched_width);
-                if constexpr (rows::has_token_rest) {
-                    if (dx) {
-                        const T* r = m_feat_bwd.template data<Metas::size>();
-                        T* o = dx + (t0 + t) * d;
-                        for (std::size_t i = 0; i < d; ++i)
-                            o[i] += r[i];
-                    }
-                }
-            }
+            this->template features_backward<Params, Hyper>(src, *grads, Ab, tok, t0, bl, dK, dV, dQ, dcoef, dx);
         }
-        // The batched metas over the whole sequence: grads[M] += A^T X; dX += A M.
-        rows::add(*grads, Ab, tok, len, d, f.stack);
-        if (dx)
-            rows::add_token(p, Ab, len, d, dx, f.stack);
+        this->batched_metas(p, *grads, Ab, tok, len, dx, f.stack);
         std::copy_n(dM, 2 * msz, initial_adj);
         // G: overwritten at the first chunk's start; not read by the sequential form (whose
         // step, like the plain one, gives it no adjoint).
@@ -758,15 +865,7 @@ public:
     }
 
 private:
-    /// Offsets of buffers carved one after another from one allocation.
-    struct carve {
-        std::size_t size = 0;
-        std::size_t operator()(std::size_t n) {
-            const std::size_t o = size;
-            size += n;
-            return o;
-        }
-    };
+    using carve = dual_detail::carve;
     /// The buffers of a run: the tape's per-token quantities (sized by the forward) and the
     /// block scratch (the forward's part, or with `backward` all of it), as pointers.
     struct frame {
@@ -831,48 +930,6 @@ private:
             Ph = Ga + b * b;
         }
     };
-    /// The adjoint through a block's end state M' = a M + b S + T1, S' = e S + T2, in one
-    /// pass and in place: [dM; dS] becomes [a dM; b dM + e dS] (the terms of the block's
-    /// start through M' and S'), and sums = (dM . M, dM . S, dS . S), given [M; S] (each
-    /// two matrices of n). Each sum in independent lanes (detail/lanes.hpp), so the loop is
-    /// bound by its loads, not by the add's latency.
-    static void start_adjoint(T* __restrict dMS, const T* __restrict MS, std::size_t n, T a, T b, T e, T* sums) {
-        constexpr std::size_t W = mnemo::detail::sum_lanes;
-        T *dM = dMS, *dS = dMS + n;
-        const T *M = MS, *S = MS + n;
-        T am[W] = {}, bm[W] = {}, es[W] = {};
-        const std::size_t full = n / W * W;
-        for (std::size_t k = 0; k < full; k += W)
-            for (std::size_t l = 0; l < W; ++l) {
-                const T dm = dM[k + l], ds = dS[k + l], s = S[k + l];
-                dM[k + l] = a * dm;
-                dS[k + l] = b * dm + e * ds;
-                am[l] += dm * M[k + l];
-                bm[l] += dm * s;
-                es[l] += ds * s;
-            }
-        for (std::size_t k = full; k < n; ++k) {
-            const T dm = dM[k], ds = dS[k], s = S[k];
-            dM[k] = a * dm;
-            dS[k] = b * dm + e * ds;
-            am[0] += dm * M[k];
-            bm[0] += dm * s;
-            es[0] += ds * s;
-        }
-        sums[0] = mnemo::detail::fold_lanes(am);
-        sums[1] = mnemo::detail::fold_lanes(bm);
-        sums[2] = mnemo::detail::fold_lanes(es);
-    }
-    /// dP_t, dV_t: the inner gradient's backward at token t, given the adjoint `du` of u_t.
-    template <class Params, class Hyper>
-    void inner_backward(sources& src, const T* Pc, const T* Vc, const T* du, std::size_t t, T* dP, T* dV) {
-        src.pred = Pc + t * dout;
-        src.value = Vc + t * dout;
-        src.u = du;
-        call<Params, Hyper>(m_inner_bwd, src);
-        std::copy_n(m_inner_bwd.template data<0>(), dout, dP + t * dout);
-        std::copy_n(m_inner_bwd.template data<1>(), dout, dV + t * dout);
-    }
 };
 
 /// The dual form's kernels where it applies; nothing otherwise.

@@ -37,6 +37,7 @@
 #include "mnemo/eval.hpp"
 #include "mnemo/memory/params.hpp"
 #include "mnemo/memory/dual.hpp"
+#include "mnemo/memory/dual_mlp.hpp"
 #include "mnemo/memory/step.hpp"
 
 namespace mnemo::memory {
@@ -84,16 +85,16 @@ struct run_options {
     /// Run the chunked form's compiled step even when `chunk` is 1 (it then computes the
     /// sequential form another way: for tests and ablations).
     bool chunked_form = false;
-    /// Runs take the dual form (memory/dual.hpp) where it applies
+    /// Runs take the dual form (memory/dual.hpp, memory/dual_mlp.hpp) where it applies
     /// (`sequence_memory::has_dual_form`) and a call starts at a chunk boundary (in the
-    /// sequential form: has 4 tokens or more). False runs the compiled step token by token
-    /// (for tests and ablations).
+    /// sequential form, linear memories only, `has_sequential_dual_form`: has 4 tokens or
+    /// more). False runs the compiled step token by token (for tests and ablations).
     bool dual_form = true;
-    /// Block size of the dual form in tokens, rounded up to a multiple of `chunk`; the result
-    /// does not depend on it (up to rounding). 0 chooses: one chunk when `chunk` >= 16; for
-    /// sequential runs 16 tokens (32 through the layer's `forward(context)`, whose tapes are
-    /// kept for a later backward); else 32 tokens. Sequential calls of fewer than 4 tokens
-    /// run token by token.
+    /// Block size of the linear dual form in tokens, rounded up to a multiple of `chunk`; the
+    /// result does not depend on it (up to rounding). 0 chooses: one chunk when `chunk` >= 16;
+    /// for sequential runs 16 tokens (32 through the layer's `forward(context)`, whose tapes
+    /// are kept for a later backward); else 32 tokens. Sequential calls of fewer than 4 tokens
+    /// run token by token. The MLP dual form always runs blocks of one chunk.
     std::size_t dual_block = 0;
     /// The sequences of the batch run in parallel on this many threads (at most one per
     /// sequence; the calling thread is one of them); 0 means std::thread::hardware_concurrency().
@@ -151,9 +152,12 @@ public:
     using hyperparameters_type = hyperparameters<T, fixed>;
     using state_type = memory_state<T>;
 
-    /// Whether runs of this memory can take the dual form (read off the expressions at
-    /// compile time: memory/dual.hpp).
+    /// Whether runs of this memory can take a dual form (read off the expressions at
+    /// compile time): a linear memory's (memory/dual.hpp), sequential and chunked runs; an
+    /// MLP memory's (memory/dual_mlp.hpp), chunked runs.
     static constexpr bool has_dual_form = has_dual_form_v<Spec>;
+    /// Whether sequential runs take it too (linear memories).
+    static constexpr bool has_sequential_dual_form = has_linear_dual_form_v<Spec>;
 
     /// Sizes and offsets of the tensors in a state: M[0..n), S[0..n), G[0..n).
     static constexpr std::array<std::size_t, n> sizes = [] {
@@ -335,7 +339,8 @@ private:
     using chunk_backward_plan = decltype(make_backward<chunk_step, true>(meta_list{}, std::make_index_sequence<n>{}));
     using outer = outer_step<Spec>;
     using outer_plan = decltype(compile<T>(outer::loss, outer::dloss));
-    using dual_type = dual_kernels<Spec, T, FirstOrder, meta_list, fixed>;
+    using dual_type = std::conditional_t<has_linear_dual_form_v<Spec>, dual_kernels<Spec, T, FirstOrder, meta_list, fixed>,
+                                         mlp_dual_kernels<Spec, T, FirstOrder, meta_list, fixed>>;
 
     template <bool Applies, class K>
     struct dual_tape_of {
@@ -572,7 +577,7 @@ private:
         if constexpr (has_dual_form) {
             // A sequential call of a few tokens runs faster token by token (measured: the
             // block's products cost more than one to three steps).
-            const bool takes_dual = sequential ? len >= 4 : position % opt.chunk == 0;
+            const bool takes_dual = sequential ? has_sequential_dual_form && len >= 4 : position % opt.chunk == 0;
             if (opt.dual_form && takes_dual) return form::dual;
         }
         return sequential ? form::sequential : form::chunked;
