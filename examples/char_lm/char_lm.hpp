@@ -368,7 +368,9 @@ struct training_result {
 
 // [train]
 /// Trains `m` for `m.cfg.steps` AdamW steps on random windows of `text`. A non-finite loss
-/// or gradient stops it with the optimizer's train::non_finite_error (naming the step).
+/// or gradient, or a memory that diverges in the forward (its divergence_error names the
+/// window and the token), stops it with the optimizer's train::non_finite_error (naming the
+/// step), the parameters unchanged.
 inline training_result train_model(model& m, const std::vector<std::uint8_t>& text,
                                    const std::function<void(const progress&)>& report = {}) {
     const config& c = m.cfg;
@@ -388,7 +390,12 @@ inline training_result train_model(model& m, const std::vector<std::uint8_t>& te
     for (std::size_t s = 0; s < c.steps; ++s) {
         sample_windows(text, c.batch, c.seq, rng, windows);
         const double lr = opt.learning_rate();
-        const double loss = m.run(windows.data(), c.batch, c.seq, /*backward=*/true);
+        double loss = 0;
+        try {
+            loss = m.run(windows.data(), c.batch, c.seq, /*backward=*/true);
+        } catch (const mm::divergence_error& e) {
+            opt.refuse_step(e.what());  // the memory diverged (run_options::check_finite)
+        }
         opt.step(m.grads, loss);  // throws train::non_finite_error
         r.losses.push_back(loss);
         r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

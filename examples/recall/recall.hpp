@@ -234,7 +234,12 @@ outcome train(const config& cfg, variant v, const progress_fn& progress = {}) {
         auto& dY = dYs[N];
         make_batch(rng, cfg.batch, N, b);
         lap(out.data_seconds);
-        const auto& Y = mem.forward(ctx, p, h, b.tokens, opt);
+        try {
+            mem.forward(ctx, p, h, b.tokens, opt);
+        } catch (const mm::divergence_error& e) {  // the memory diverged (run_options::check_finite)
+            optimizer.refuse_step(e.what());        // throws non_finite_error, p unchanged
+        }
+        const auto& Y = ctx.outputs();
         lap(out.memory_seconds);
         const double loss = query_loss(b, Y, dY);  // dY = dL/dY, zero at the writes
         lap(out.loss_seconds);

@@ -199,3 +199,23 @@ TEST_CASE("char_lm: a non-finite loss stops training with the optimizer's error"
     }
     CHECK(std::vector<double>(m.E.begin(), m.E.end()) == before);  // the refused step wrote nothing
 }
+
+TEST_CASE("char_lm: a memory that diverges stops training at its step, naming the window and the token") {
+    const auto c = small_corpus();
+    auto cfg = small_config();
+    cfg.theta_max = 1e6;  // an inner step far too large: the memory overflows within the first window
+    char_lm::model m(c.vocab(), cfg);
+    const std::vector<double> before(m.E.begin(), m.E.end());
+    try {
+        char_lm::train_model(m, c.train);
+        FAIL("training went on");
+    } catch (const mnemo::train::non_finite_error& e) {
+        const std::string what = e.what();
+        CAPTURE(what);
+        CHECK(e.step == 1);
+        CHECK(what.find("step 1 refused") != std::string::npos);
+        CHECK(what.find("the memory diverged in sequence ") != std::string::npos);
+        CHECK(what.find(" at token ") != std::string::npos);
+    }
+    CHECK(std::vector<double>(m.E.begin(), m.E.end()) == before);
+}

@@ -109,6 +109,24 @@ struct run_options {
     /// (`result::token_grads`, (B, T, d)). The layer's `backward` does unless told not to
     /// (`backward_options`).
     bool token_gradient = false;
+    /// Stop a memory that diverges (docs/memory.md#divergence): after each sequence's
+    /// forward, and before its backward, every token's inner loss and retrieval and the
+    /// state after the call (memory and surprise) are checked; the first that is not finite
+    /// stops the call with `divergence_error`, naming the sequence and the token. The
+    /// call's result (or the layer's context) is then left empty: nothing half-written.
+    /// Its cost is one pass over the retrievals and one over the state per sequence. False:
+    /// a diverged memory's values come back as IEEE arithmetic makes them (NaN, inf).
+    bool check_finite = true;
+};
+
+/// A memory that diverged in a call with `run_options::check_finite`: the first token of
+/// the first sequence (in batch order) whose inner loss or retrieval is not finite, or, when
+/// they all are, the call's last token, after which the state is not.
+struct divergence_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+    std::size_t sequence = 0;  ///< the sequence's index in the batch
+    std::size_t token = 0;     ///< the token's index in the call
+    std::size_t position = 0;  ///< the token's position in the stream (the call's start + token)
 };
 
 /// What a layer's `backward` computes besides the gradients of the meta-parameters and of
@@ -520,6 +538,41 @@ private:
                 throw std::invalid_argument(std::string("mnemo: ") + what + " of sequence " +
                                             std::to_string(k / (L * W)) + ", token " + std::to_string(k / W % L) +
                                             ", feature " + std::to_string(k % W) + " is not finite");
+    }
+
+    /// True when the n entries at x are all finite (one vectorised pass, as check_finite).
+    static bool all_finite(const T* x, std::size_t n) {
+        return mnemo::detail::lane_sum<T>(n, [&](std::size_t k) { return x[k] * T(0); }) == T(0);
+    }
+
+    /// `run_options::check_finite` after the forward of sequence `s` (len tokens, ending in
+    /// the state `st`): its retrievals `y`, inner losses `sur` and state.
+    static void check_diverged(std::size_t s, std::size_t len, const state_type& st, const T* y, const T* sur) {
+        const std::size_t start = st.position - len;
+        const bool outputs_finite = all_finite(sur, len) && all_finite(y, len * d_out);
+        const bool state_finite = all_finite(st.values.data(), 2 * memory_size);
+        if (outputs_finite && state_finite) return;
+        auto fail = [&](std::size_t t, const std::string& what) {
+            divergence_error e("mnemo: the memory diverged in sequence " + std::to_string(s) + " at token " +
+                               std::to_string(t) + " (stream position " + std::to_string(start + t) + "): " + what +
+                               " (run_options::check_finite; the gates that keep a memory finite: "
+                               "docs/memory.md#divergence)");
+            e.sequence = s;
+            e.token = t;
+            e.position = start + t;
+            throw e;
+        };
+        if (!outputs_finite)
+            for (std::size_t t = 0; t < len; ++t) {
+                if (!std::isfinite(sur[t])) fail(t, "its inner loss is " + std::to_string(sur[t]));
+                for (std::size_t i = 0; i < d_out; ++i)
+                    if (!std::isfinite(y[t * d_out + i]))
+                        fail(t, "its retrieval's entry " + std::to_string(i) + " is " + std::to_string(y[t * d_out + i]));
+            }
+        for (std::size_t k = 0; k < 2 * memory_size; ++k)
+            if (!std::isfinite(st.values[k]))
+                fail(len - 1, std::string("the ") + (k < memory_size ? "memory" : "surprise") +
+                                  " after it is not finite (entry " + std::to_string(k % memory_size) + ")");
     }
 
     static void check_states(const std::vector<state_type>* v, std::size_t B, const char* what) {
@@ -934,20 +987,28 @@ private:
         r.states.resize(B);
         if (backward) r.initial_adjoints.resize(B);
 
-        const std::size_t W = for_each_sequence(B, opt, backward, [&](worker& w, std::size_t s) {
-            if (initial) r.states[s] = (*initial)[s];
-            else set_initial_state(r.states[s], p);
-            const T* tok = tokens.data() + s * L * d;
-            T* y = r.outputs.data() + s * L * d_out;
-            forward_one(w, w.own, backward, p, h, tok, L, opt, r.states[s], y, r.surprise.data() + s * L);
-            if (backward && w.dy.size() < L * d_out) w.dy.resize(L * d_out);
-            w.loss += outer_losses(w.out, y, targets.data() + s * L * d_out, L, scale, backward ? w.dy.data() : nullptr);
-            if (!backward) return;
-            const state_type* fa = final_adjoints ? &(*final_adjoints)[s] : nullptr;
-            backward_one(w, w.own, p, h, tok, w.dy.data(), fa, r.initial_adjoints[s],
-                         want_dx ? r.token_grads.data() + s * L * d : nullptr);
-            if (!initial) add_initial_adjoint(w.grads, r.initial_adjoints[s]);
-        });
+        std::size_t W = 0;
+        try {
+            W = for_each_sequence(B, opt, backward, [&](worker& w, std::size_t s) {
+                if (initial) r.states[s] = (*initial)[s];
+                else set_initial_state(r.states[s], p);
+                const T* tok = tokens.data() + s * L * d;
+                T* y = r.outputs.data() + s * L * d_out;
+                forward_one(w, w.own, backward, p, h, tok, L, opt, r.states[s], y, r.surprise.data() + s * L);
+                if (opt.check_finite) check_diverged(s, L, r.states[s], y, r.surprise.data() + s * L);
+                if (backward && w.dy.size() < L * d_out) w.dy.resize(L * d_out);
+                w.loss += outer_losses(w.out, y, targets.data() + s * L * d_out, L, scale,
+                                       backward ? w.dy.data() : nullptr);
+                if (!backward) return;
+                const state_type* fa = final_adjoints ? &(*final_adjoints)[s] : nullptr;
+                backward_one(w, w.own, p, h, tok, w.dy.data(), fa, r.initial_adjoints[s],
+                             want_dx ? r.token_grads.data() + s * L * d : nullptr);
+                if (!initial) add_initial_adjoint(w.grads, r.initial_adjoints[s]);
+            });
+        } catch (...) {
+            r = result{};  // nothing half-written: the caller gets no part of a failed call
+            throw;
+        }
         gather(W, &r.loss, backward ? &r.grads : nullptr);
     }
 
@@ -982,12 +1043,23 @@ const xt::xtensor<T, 3>& sequence_memory<Spec, T, FirstOrder>::forward(context& 
     ctx.m_states.resize(B);
     ctx.m_tapes.resize(B);
     ctx.m_from_m0 = initial == nullptr;
-    for_each_sequence(B, opt, false, [&](worker& w, std::size_t s) {
-        if (initial) ctx.m_states[s] = (*initial)[s];
-        else set_initial_state(ctx.m_states[s], ctx.m_params);
-        forward_one(w, ctx.m_tapes[s], true, ctx.m_params, ctx.m_hyper, ctx.m_tokens.data() + s * L * d, L, opt,
-                    ctx.m_states[s], ctx.m_outputs.data() + s * L * d_out, ctx.m_surprise.data() + s * L);
-    });
+    try {
+        for_each_sequence(B, opt, false, [&](worker& w, std::size_t s) {
+            if (initial) ctx.m_states[s] = (*initial)[s];
+            else set_initial_state(ctx.m_states[s], ctx.m_params);
+            T* y = ctx.m_outputs.data() + s * L * d_out;
+            T* sur = ctx.m_surprise.data() + s * L;
+            forward_one(w, ctx.m_tapes[s], true, ctx.m_params, ctx.m_hyper, ctx.m_tokens.data() + s * L * d, L, opt,
+                        ctx.m_states[s], y, sur);
+            if (opt.check_finite) check_diverged(s, L, ctx.m_states[s], y, sur);
+        });
+    } catch (...) {
+        // Nothing half-written: the context holds no forward (its backward refuses).
+        resize_to(ctx.m_outputs, {0, 0, 0});
+        resize_to(ctx.m_surprise, {0, 0});
+        ctx.m_states.clear();
+        throw;
+    }
     ctx.m_ready = true;
     return ctx.m_outputs;
 }

@@ -64,6 +64,17 @@ public:
     void step(const tensor_list<T>& grads) { step_impl(grads, nullptr); }
     void step(const tensor_list<T>& grads, double loss) { step_impl(grads, &loss); }
 
+    /// Refuses the next step for a reason found before it (a memory that diverged in the
+    /// forward: memory::divergence_error): throws `non_finite_error` as `step` does for a
+    /// non-finite loss, naming the step and `why`, with nothing changed.
+    [[noreturn]] void refuse_step(const std::string& why) const {
+        const std::size_t t = m_steps + 1;
+        non_finite_error e("mnemo: step " + std::to_string(t) + " refused: " + why +
+                           "; the parameters and the optimizer's state are unchanged");
+        e.step = t;
+        throw e;
+    }
+
     /// The steps taken so far.
     std::size_t steps() const { return m_steps; }
     /// The learning rate of the next step.
@@ -125,12 +136,7 @@ private:
     void step_impl(const tensor_list<T>& grads, const double* loss) {
         const std::size_t t = m_steps + 1;
         m_params.check_same_layout(grads, "the gradients");
-        auto refuse = [&](const std::string& what) {
-            non_finite_error e("mnemo: step " + std::to_string(t) + " refused: " + what +
-                               "; the parameters and the optimizer's state are unchanged");
-            e.step = t;
-            throw e;
-        };
+        auto refuse = [&](const std::string& what) { refuse_step(what); };
         if (loss && !std::isfinite(*loss)) refuse("the loss is " + std::to_string(*loss));
         double sq = 0;
         for (std::size_t i = 0; i < grads.size(); ++i) {

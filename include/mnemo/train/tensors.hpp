@@ -11,6 +11,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace mnemo::train {
@@ -66,6 +67,23 @@ public:
     tensor_list& add(std::string name, Tensor& t) {
         std::vector<std::size_t> shape(t.shape().begin(), t.shape().end());
         push(std::move(name), t.data(), std::move(shape));
+        return *this;
+    }
+
+    /// A tensor of another element type (float into a `tensor_list<double>`, or the
+    /// reverse): refused at compile time. A list points into the caller's tensors, so a
+    /// converted copy would leave the optimizer updating the copy.
+    template <class Tensor>
+        requires requires(Tensor& t) {
+            { t.data() } -> std::convertible_to<const void*>;
+            t.shape();
+            t.size();
+        } && (!std::convertible_to<decltype(std::declval<Tensor&>().data()), T*>)
+    tensor_list& add(std::string, Tensor&) {
+        static_assert(!sizeof(Tensor*),
+                      "mnemo: a tensor_list<T> holds views of tensors whose elements are T; this tensor's "
+                      "element type is another (or it is const): no conversion, since the list points into "
+                      "the tensor itself.");
         return *this;
     }
 
