@@ -31,9 +31,29 @@ if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang" AND NOT MNEMO_FULL_DEBUG_INFO)
     target_compile_options(mnemo_debug_info INTERFACE $<$<CONFIG:Debug,RelWithDebInfo>:-g0>)
 endif()
 
+# Sanitizers (scripts/test.sh --sanitize): MNEMO_SANITIZE is a -fsanitize= list, e.g.
+# "address,undefined" or "thread", compiled and linked into mnemo's own targets (not into the
+# public mnemo target). With "undefined", the first undefined behaviour ends the program
+# (-fno-sanitize-recover=undefined), so a test cannot pass with a UBSan report in its output.
+set(MNEMO_SANITIZE "" CACHE STRING
+    "Sanitizers for mnemo's own tests, examples and benchmarks: a -fsanitize= list (address,undefined or thread); empty: none")
+add_library(mnemo_sanitize INTERFACE)
+if(MNEMO_SANITIZE)
+    if(NOT CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+        message(FATAL_ERROR "mnemo: MNEMO_SANITIZE needs g++ or clang, not ${CMAKE_CXX_COMPILER_ID}")
+    endif()
+    target_compile_options(mnemo_sanitize INTERFACE
+        -fsanitize=${MNEMO_SANITIZE} -fno-omit-frame-pointer)
+    if(MNEMO_SANITIZE MATCHES "undefined")
+        target_compile_options(mnemo_sanitize INTERFACE -fno-sanitize-recover=undefined)
+    endif()
+    target_link_options(mnemo_sanitize INTERFACE -fsanitize=${MNEMO_SANITIZE})
+endif()
+
 # Links the library and the project-wide build settings into one of mnemo's own targets.
 function(mnemo_target_defaults target)
-    target_link_libraries(${target} PRIVATE mnemo::mnemo mnemo_warnings mnemo_native mnemo_debug_info)
+    target_link_libraries(${target} PRIVATE mnemo::mnemo mnemo_warnings mnemo_native mnemo_debug_info
+                                            mnemo_sanitize)
     if(TARGET mnemo::train)
         target_link_libraries(${target} PRIVATE mnemo::train)
     endif()

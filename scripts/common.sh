@@ -7,6 +7,10 @@
 #   CXX         C++ compiler; a build directory stays bound to the compiler it was configured
 #               with, so use another BUILD_DIR per compiler (e.g. CXX=clang++ BUILD_DIR=build-clang)
 #   CMAKE_ARGS  extra arguments for the CMake configure step (split on whitespace)
+#   SANITIZE    1: scripts/test.sh builds and runs the sanitizer subset instead (as --sanitize)
+#   ASAN_BUILD_DIR, TSAN_BUILD_DIR
+#               the build directories of scripts/test.sh --sanitize (default: build-asan and
+#               build-tsan; with another CXX, name others, e.g. build-clang-asan)
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT" || exit 1
@@ -63,6 +67,8 @@ ensure_packages() {
 
 # Configures "$BUILD_DIR" (Release). Refuses to reuse a build directory that was configured with a
 # different compiler than the one named by $CXX, since CMake cannot switch compilers in place.
+# Arguments, if any, are CMake arguments that come after -DCMAKE_BUILD_TYPE=Release (so they can
+# replace it) and before $CMAKE_ARGS.
 configure() {
     local args=(-S "$REPO_ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release)
     if [[ -n "${CXX:-}" ]]; then
@@ -86,5 +92,5 @@ use another build directory (e.g. BUILD_DIR=build-clang) or delete $BUILD_DIR"
         read -r -a extra <<<"$CMAKE_ARGS"
     fi
     log "configuring $BUILD_DIR"
-    cmake "${args[@]}" "${extra[@]}"
+    cmake "${args[@]}" "$@" "${extra[@]}"
 }
