@@ -206,6 +206,22 @@ def test_bad_input(memories):
         mem.chunk = 1
 
 
+def test_divergence(memories):
+    # An inner step far too large for the keys (docs/memory.md#divergence): the forward stops
+    # with FloatingPointError naming the sequence and the token, and no gradient is written.
+    mem = memories["linear"]
+    x = tokens(2, 200, 6) * 30
+    mem.zero_grad()
+    theta_max = mem.theta_max
+    mem.theta_max = 1e4
+    try:
+        _raises(FloatingPointError, r"the memory diverged in sequence 0 at token \d+", mem, x)
+    finally:
+        mem.theta_max = theta_max
+    assert all(p.grad is None or not p.grad.any() for p in mem.parameters())
+    assert torch.isfinite(mem(x / 30)).all()  # the memory still runs: unit-norm tokens stay finite
+
+
 def test_bad_arguments():
     _raises(ValueError, "model must be", mnemo_torch.NeuralMemory, 4, model="conv")
     _raises(ValueError, "gates must be", mnemo_torch.NeuralMemory, 4, gates="learned")
