@@ -331,10 +331,12 @@ template <class N, class Dn>
 struct own_guards<mnemo::div_op, N, Dn> {
     using type = mnemo::detail::list<guard<Dn, false>>;
 };
+/// Huber: the kink at |r| = delta (the sign(r) in its derivatives only counts where
+/// |r| > delta), and a positive delta.
 template <class R, class Dl>
 struct own_guards<mnemo::huber_op, R, Dl> {
     using inside = decltype(mnemo::abs(R{}) - Dl{});
-    using type = mnemo::detail::list<guard<R, false>, guard<inside, false>, guard<Dl, true>>;
+    using type = mnemo::detail::list<guard<inside, false>, guard<Dl, true>>;
 };
 template <class Op, class... Args>
 struct guards_of<mnemo::node<Op, Args...>> {
