@@ -9,7 +9,7 @@
 //   each tensor's scale, for chunks that divide the length, that do not, of 1 (with
 //   `chunked_form`) and beyond the length; first-order meta-gradients; from given states
 //   with final adjoints; with threads (other activations, rules, losses and gates:
-//   test_dual_form_mlp_activations.cpp, test_dual_form_mlp_rules.cpp);
+//   test_dual_form_mlp_activations.cpp, _relu.cpp, _rules.cpp, _gates.cpp);
 // * sequential runs of MLP memories stay on the compiled step, and MLPs with a bias, a
 //   residual or three layers do not take the form;
 // * a control: the comparison fails when one run's parameters differ;
