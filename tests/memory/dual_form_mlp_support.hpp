@@ -35,9 +35,12 @@ void fill(typename Memory::parameters_type& p, typename Memory::hyperparameters_
 }
 
 /// Dual against plain on a batch of 2 sequences of `len` tokens: the worst scaled error
-/// over every result and the token gradients.
+/// over every result and the token gradients. Chunked runs of `chunk` tokens (chunk 1 with
+/// `chunked_form`), or with `sequential` the sequential form; `block`: `run_options::
+/// dual_block` (0: the default).
 template <class Spec, bool FirstOrder = false>
-double check(std::size_t chunk, std::size_t len = 11, std::size_t threads = 1, bool from_states = false) {
+double check(std::size_t chunk, std::size_t len = 11, std::size_t threads = 1, bool from_states = false,
+             std::size_t block = 0, bool sequential = false) {
     using memory_t = mm::sequence_memory<Spec, double, FirstOrder>;
     typename memory_t::parameters_type p;
     typename memory_t::hyperparameters_type h;
@@ -45,8 +48,9 @@ double check(std::size_t chunk, std::size_t len = 11, std::size_t threads = 1, b
     const auto tokens = det_batch(2, len, D, 4.5, 1.0), targets = det_batch(2, len, D, 8.5, 1.0);
     memory_t memory;
     mm::run_options opt;
-    opt.chunk = chunk;
-    opt.chunked_form = chunk == 1;
+    opt.chunk = sequential ? 1 : chunk;
+    opt.chunked_form = !sequential && chunk == 1;
+    opt.dual_block = block;
     opt.threads = threads;
     opt.token_gradient = true;
     std::vector<typename memory_t::state_type> start, adj;
@@ -65,10 +69,21 @@ double check(std::size_t chunk, std::size_t len = 11, std::size_t threads = 1, b
     CHECK(squared_norm(dual.grads) > 0);
     worst w = compare_results(dual, plain, true);
     w.update(scaled_err(flat(dual.token_grads), flat(plain.token_grads)), "token gradients");
-    MESSAGE("chunk " << chunk << ", length " << len << ", threads " << threads << std::string(from_states ? ", from states" : "")
+    MESSAGE((sequential ? std::string("sequential") : "chunk " + std::to_string(chunk)) << ", block " << block
+            << ", length " << len << ", threads " << threads << std::string(from_states ? ", from states" : "")
                      << ": worst " << w.err << " at " << w.where);
     return w.err;
 }
 
 
+}  // namespace mlpdual
+
+namespace mlpdual {
+/// The sequential form (chunk 1: every token's gradient at the memory after the token
+/// before, by forward substitution in the dual form) against the compiled step token by
+/// token.
+template <class Spec, bool FirstOrder = false>
+double check_sequential(std::size_t len, std::size_t block = 0, std::size_t threads = 1, bool from_states = false) {
+    return check<Spec, FirstOrder>(1, len, threads, from_states, block, true);
+}
 }  // namespace mlpdual

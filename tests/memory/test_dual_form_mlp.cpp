@@ -10,8 +10,12 @@
 //   `chunked_form`) and beyond the length; first-order meta-gradients; from given states
 //   with final adjoints; with threads (other activations, rules, losses and gates:
 //   test_dual_form_mlp_activations.cpp, _relu.cpp, _rules.cpp, _gates.cpp);
-// * sequential runs of MLP memories stay on the compiled step, and MLPs with a bias, a
-//   residual or three layers do not take the form;
+// * sequential runs (chunk 1) take it by forward substitution over blocks of tokens (each
+//   token's gradient at the memory after the token before) and equal the compiled step
+//   token by token to 1e-12, for blocks of 1 to beyond the length, first order, from
+//   states, with threads; chunked runs in blocks of several chunks likewise (the blocks
+//   split at the last chunk's start, where the state's G is taken);
+// * MLPs with a bias, a residual or three layers do not take the form;
 // * a control: the comparison fails when one run's parameters differ;
 // * the token gradient and a meta-gradient of the dual path against central differences
 //   of its own loss;
@@ -36,11 +40,28 @@ static_assert(!mm::has_dual_form_v<mm::spec<D, mm::residual<mm::mlp<mm::silu_act
                                             mm::titans_rule, mm::data_gates<D>, mm::mse>>);
 static_assert(!mm::has_dual_form_v<mm::spec<D, mm::mlp<mm::silu_act, false, D, H, H>, mm::l2_loss, mm::titans_rule,
                                             mm::data_gates<D>, mm::mse>>);
-static_assert(mm::sequence_memory<mlp_spec<>>::has_dual_form && !mm::sequence_memory<mlp_spec<>>::has_sequential_dual_form);
+static_assert(mm::sequence_memory<mlp_spec<>>::has_dual_form && mm::sequence_memory<mlp_spec<>>::has_sequential_dual_form);
 
 TEST_CASE("MLP dual form equals the plain chunked form") {
     for (std::size_t chunk : {1, 2, 3, 4, 5, 11, 16}) CHECK(check<mlp_spec<>>(chunk) <= 1e-12);
     CHECK(check<mlp_spec<>>(4, 16) <= 1e-12);  // chunks that divide the length
+}
+
+TEST_CASE("MLP dual form: sequential runs by substitution equal the compiled step") {
+    for (std::size_t block : {0, 1, 2, 4, 5, 16}) CHECK(check_sequential<mlp_spec<>>(11, block) <= 1e-12);
+    CHECK(check_sequential<mlp_spec<>>(37) <= 1e-12);  // blocks of 16: 16, 16, 5
+    CHECK(check_sequential<mlp_spec<>, true>(11, 4) <= 1e-12);
+    CHECK(check_sequential<mlp_spec<>>(13, 4, 1, true) <= 1e-12);
+    CHECK(check_sequential<mlp_spec<>>(13, 0, 2, true) <= 1e-12);
+}
+
+TEST_CASE("MLP dual form: chunked runs in blocks of several chunks") {
+    for (std::size_t chunk : {2, 3}) {
+        CHECK(check<mlp_spec<>>(chunk, 11, 1, false, 2 * chunk) <= 1e-12);
+        CHECK(check<mlp_spec<>>(chunk, 11, 1, true, 3 * chunk) <= 1e-12);
+    }
+    CHECK(check<mlp_spec<>, true>(2, 11, 1, false, 6) <= 1e-12);
+    CHECK(check<mlp_spec<>>(1, 11, 1, true, 5) <= 1e-12);  // chunk 1, chunked_form
 }
 
 TEST_CASE("MLP dual form: first order, from given states with final adjoints, threads") {
@@ -109,17 +130,21 @@ TEST_CASE("MLP dual form against central differences of its own loss") {
     CHECK(worst_p <= 1e-7);
 }
 
-TEST_CASE("MLP memories: sequential runs and calls inside a chunk take the plain form; streaming") {
+TEST_CASE("MLP memories: calls inside a chunk take the plain form; streaming") {
     using memory_t = mm::sequence_memory<mlp_spec<>>;
     memory_t::parameters_type p;
     memory_t::hyperparameters_type h;
     fill<memory_t, mlp_spec<>>(p, h);
     const auto tokens = det_batch(1, 14, D, 4.5, 1.0), targets = det_batch(1, 14, D, 8.5, 1.0);
     memory_t memory;
-    // Sequential: dual_form on or off runs the same compiled step, bit for bit.
-    const auto s1 = memory.meta_gradient(p, h, tokens, targets, {.chunk = 1});
-    const auto s2 = memory.meta_gradient(p, h, tokens, targets, {.chunk = 1, .dual_form = false});
+    // Sequential: a call of fewer than 4 tokens runs the compiled step, bit for bit.
+    const auto few = slice_time(tokens, 0, 3), few_t = slice_time(targets, 0, 3);
+    const auto s1 = memory.meta_gradient(p, h, few, few_t, {.chunk = 1});
+    const auto s2 = memory.meta_gradient(p, h, few, few_t, {.chunk = 1, .dual_form = false});
     CHECK(compare_results(s1, s2, true).err == 0);
+    const auto s3 = memory.meta_gradient(p, h, tokens, targets, {.chunk = 1});
+    const auto s4 = memory.meta_gradient(p, h, tokens, targets, {.chunk = 1, .dual_form = false});
+    CHECK(compare_results(s3, s4, true).err > 0);  // the dual form ran (equal to 1e-12 above)
     // Streamed in pieces (calls starting on and off chunk boundaries), backward from the
     // last piece: equal to one call.
     mm::run_options opt;

@@ -24,8 +24,21 @@
 /// activation, its derivatives and the per-token plans. The backward is the adjoint of
 /// these identities (written here; `act'` and `act''` are the activation's symbolic
 /// derivatives), composed with the compiled per-token parts shared with the linear dual
-/// form (`dual_parts`). It runs chunked runs (chunk >= 1, in blocks of one chunk);
-/// sequential runs of MLP memories take the compiled step token by token.
+/// form (`dual_parts`).
+///
+/// Blocks of several chunks, and so the sequential form (chunk 1). In a block of b tokens
+/// the chunk from token s takes its gradients at the memory after token p = s - 1,
+/// W_p = al_p W + be_p S + sum_{j<s} Ga_pj g_j per layer, so by forward substitution over
+/// the block's earlier chunks
+///     A = al_p K W1^T + be_p K S1^T + (Ga_p o K K^T) D,
+///     P = al_p Z W2^T + be_p Z S2^T + (Ga_p o Z Z^T) U,
+///     U W2_p = [al_p U | be_p U] [W2; S2] + (Ga_p o U U^T) Z,
+/// over the block's earlier tokens j (al_{-1} = 1, be_{-1} = 0, empty sums in the first
+/// chunk): a chunk's products with the block's start state and O(b h) sums, in place of
+/// passes over the h x d weights per token. The retrievals and the end state are as above;
+/// the backward runs the chunks in reverse (a chunk's D, U, Z have their whole adjoints
+/// once the later chunks are done). Chunked runs take blocks of one chunk by default,
+/// sequential runs blocks of 16 tokens (`run_options::dual_block`).
 
 #include <algorithm>
 #include <cstddef>
@@ -70,12 +83,12 @@ struct mlp_analysis {
 
 }  // namespace dual_detail
 
-/// Whether chunked runs of the MLP memory `Spec` take the dual form (see the design note).
+/// Whether runs of the MLP memory `Spec` take the dual form (see the design note).
 template <class Spec>
 inline constexpr bool has_mlp_dual_form_v = dual_detail::mlp_analysis<Spec, typename Spec::gates::fixed>::value;
 
-/// Whether runs of the memory `Spec` take a dual form: the linear one (memory/dual.hpp;
-/// sequential and chunked runs) or the MLP one (chunked runs). Cheap to ask.
+/// Whether runs of the memory `Spec` take a dual form: the linear one (memory/dual.hpp) or
+/// the MLP one, sequential and chunked runs. Cheap to ask.
 template <class Spec>
 inline constexpr bool has_dual_form_v = has_linear_dual_form_v<Spec> || has_mlp_dual_form_v<Spec>;
 
@@ -133,7 +146,8 @@ public:
     };
 
     /// Forward of one sequence whose first token starts a chunk; the interface of
-    /// `dual_kernels::forward`. Blocks are single chunks (`block` is not read).
+    /// `dual_kernels::forward` (blocks of `b` tokens, whole chunks, split at the last
+    /// chunk's start with `write_g`).
     ///
     /// Inside, a state is laid out [W1; S1; W2; S2] (the public layout is [W1, W2, S1, S2]):
     /// each layer's memory and surprise are one stacked matrix, so the products with both
@@ -142,15 +156,23 @@ public:
     /// (with `record`; else two slots in turn), converted once per sequence.
     template <class Params, class Hyper>
     void forward(tape& tp, const Params& p, const Hyper& hy, const T* tok, std::size_t len, std::size_t chunk,
-                 std::size_t /*block*/, bool write_g, T* state, T* y_out, T* surprise, bool record) {
-        const std::size_t b = chunk < len ? chunk : len;
+                 std::size_t b, bool write_g, T* state, T* y_out, T* surprise, bool record) {
+        // Blocks of b tokens (whole chunks), split at the last chunk's start (write_g).
+        if (b < chunk) b = chunk;
+        if (b > len) b = len;
+        const std::size_t last_chunk = ((len - 1) / chunk) * chunk;
         tp.len = len;
         tp.chunk = chunk;
         tp.block = b;
         tp.write_g = write_g;
         tp.blocks.clear();
-        for (std::size_t t0 = 0; t0 < len; t0 += b)
+        for (std::size_t t0 = 0; t0 < len;) {
             tp.blocks.push_back(t0);
+            std::size_t t1 = std::min(t0 + b, len);
+            if (write_g && t0 < last_chunk && t1 > last_chunk)
+                t1 = last_chunk;
+            t0 = t1;
+        }
         const std::size_t nblocks = tp.blocks.size();
         tp.blocks.push_back(len);
         const frame f(tp, m_chunk, false);
@@ -165,27 +187,67 @@ public:
             const std::size_t t0 = tp.blocks[c], bl = tp.blocks[c + 1] - t0;
             const T* W1 = slot(c);  // [W1; S1]
             const T* W2 = W1 + 2 * n1;  // [W2; S2]
-            if (write_g && c + 1 == nblocks) {
+            if (write_g && t0 == last_chunk) {
                 // G: the memory at the last chunk's start.
                 std::copy_n(W1, n1, state + 2 * msz);
                 std::copy_n(W2, n2, state + 2 * msz + n1);
             }
             const blk k = f.block(c, t0);
             coefficients(f.C + 5 * t0, bl, b, k.al, k.be, k.ep, k.Ga, k.Ph);
-            // The inner gradients at the chunk's start.
-            gemm(false, true, bl, h, di, T(1), k.K, di, W1, di, T(0), k.A, h);
-            run_rows(m_act, k.A, nullptr, bl, k.Z, k.Zp);
-            gemm(false, true, bl, dout, h, T(1), k.Z, h, W2, h, T(0), k.P, dout);
-            for (std::size_t t = 0; t < bl; ++t) {
-                src.pred = k.P + t * dout;
-                src.value = k.V + t * dout;
-                this->template call<Params, Hyper>(m_inner, src);
-                std::copy_n(m_inner.template data<0>(), dout, k.U + t * dout);
-                surprise[t0 + t] = this->template scalar_out<1>(m_inner);
+            const bool multi = bl > chunk;
+            if (multi) {
+                gemm(false, true, bl, 2 * h, di, T(1), k.K, di, W1, di, T(0), k.AK, 2 * h);  // K [W1; S1]^T
+                gemm(false, true, bl, bl, di, T(1), k.K, di, k.K, di, T(0), k.KK, bl);
             }
-            gemm(false, false, bl, h, dout, T(1), k.U, dout, W2, h, T(0), k.UW, h);
-            for (std::size_t i = 0; i < bl * h; ++i)
-                k.D[i] = k.UW[i] * k.Zp[i];
+            // The inner gradients, chunk by chunk: those of the chunk from token s0 at the
+            // memory after token s0 - 1 (by substitution over the block's earlier chunks).
+            for (std::size_t s0 = 0; s0 < bl; s0 += chunk) {
+                const std::size_t cl = std::min(chunk, bl - s0);
+                T *Ac = k.A + s0 * h, *Zc = k.Z + s0 * h, *Zpc = k.Zp + s0 * h, *Pc = k.P + s0 * dout,
+                  *Uc = k.U + s0 * dout, *UWc = k.UW + s0 * h, *Dc = k.D + s0 * h;
+                // A = K W1_p^T: al_p K W1^T + be_p K S1^T + (Ga_p o K K^T) D.
+                if (!multi) {
+                    gemm(false, true, cl, h, di, T(1), k.K, di, W1, di, T(0), Ac, h);
+                } else if (s0 == 0) {
+                    for (std::size_t t = 0; t < cl; ++t)
+                        std::copy_n(k.AK + t * 2 * h, h, Ac + t * h);
+                } else {
+                    combine_rows(k.al[s0 - 1], k.be[s0 - 1], k.AK + s0 * 2 * h, cl, h, Ac);
+                    weigh(k.Ga + (s0 - 1) * b, k.KK + s0 * bl, bl, cl, s0, f.W);
+                    gemm(false, false, cl, h, s0, T(1), f.W, s0, k.D, h, T(1), Ac, h);
+                }
+                run_rows(m_act, Ac, nullptr, cl, Zc, Zpc);
+                // P = W2_p Z: al_p Z W2^T + be_p Z S2^T + (Ga_p o Z Z^T) U.
+                if (s0 == 0) {
+                    gemm(false, true, cl, dout, h, T(1), Zc, h, W2, h, T(0), Pc, dout);
+                } else {
+                    T* PZc = k.PZ + s0 * 2 * dout;
+                    gemm(false, true, cl, 2 * dout, h, T(1), Zc, h, W2, h, T(0), PZc, 2 * dout);
+                    combine_rows(k.al[s0 - 1], k.be[s0 - 1], PZc, cl, dout, Pc);
+                    gemm(false, true, cl, s0, h, T(1), Zc, h, k.Z, h, T(0), k.ZZ + s0 * bl, bl);
+                    weigh(k.Ga + (s0 - 1) * b, k.ZZ + s0 * bl, bl, cl, s0, f.W);
+                    gemm(false, false, cl, dout, s0, T(1), f.W, s0, k.U, dout, T(1), Pc, dout);
+                }
+                for (std::size_t t = 0; t < cl; ++t) {
+                    src.pred = Pc + t * dout;
+                    src.value = k.V + (s0 + t) * dout;
+                    this->template call<Params, Hyper>(m_inner, src);
+                    std::copy_n(m_inner.template data<0>(), dout, Uc + t * dout);
+                    surprise[t0 + s0 + t] = this->template scalar_out<1>(m_inner);
+                }
+                // UW = U W2_p: [al_p U | be_p U] [W2; S2] + (Ga_p o U U^T) Z.
+                if (s0 == 0) {
+                    gemm(false, false, cl, h, dout, T(1), Uc, dout, W2, h, T(0), UWc, h);
+                } else {
+                    scaled_side_by_side(k.al[s0 - 1], k.be[s0 - 1], Uc, cl, dout, f.GU);
+                    gemm(false, false, cl, h, 2 * dout, T(1), f.GU, 2 * dout, W2, h, T(0), UWc, h);
+                    gemm(false, true, cl, s0, dout, T(1), Uc, dout, k.U, dout, T(0), k.UU + s0 * bl, bl);
+                    weigh(k.Ga + (s0 - 1) * b, k.UU + s0 * bl, bl, cl, s0, f.W);
+                    gemm(false, false, cl, h, s0, T(1), f.W, s0, k.Z, h, T(1), UWc, h);
+                }
+                for (std::size_t i = 0; i < cl * h; ++i)
+                    Dc[i] = UWc[i] * Zpc[i];
+            }
             // The first layer's retrievals: H = diag(al) Q W1^T + diag(be) Q S1^T + (Ga o Q K^T) D.
             gemm(false, true, bl, 2 * h, di, T(1), k.Q, di, W1, di, T(0), k.QWS, 2 * h);
             gemm(false, true, bl, bl, di, T(1), k.Q, di, k.K, di, T(0), k.QK, bl);
@@ -324,36 +386,123 @@ public:
                 masked(k.Ga, k.QK, bl, b, f.Om);
                 gemm(true, false, bl, h, bl, T(1), f.Om, bl, f.dH, h, T(1), f.dD, h);
 
-                // Through the inner gradients: D = (U W2) o act'(A), Z = act(A), P = Z W2^T,
-                // U = u(P, V), A = K W1^T. E = [dD o act'(A); Z] (the adjoint of U W2 over
-                // the first bl rows), UP = [U; dP]: dW2 += U^T (dD o act'(A)) + dP^T Z is
-                // the one product UP^T E.
-                T* const E1 = f.E;
-                T* const UP = f.UP;
-                for (std::size_t i = 0; i < bl * h; ++i) {
-                    const T dd = f.dD[i];
-                    E1[i] = dd * k.Zp[i];
-                    f.E2[i] = dd * k.UW[i];  // times act''(A), below
-                }
-                std::copy_n(k.Z, bl * h, E1 + bl * h);
-                gemm(false, true, bl, dout, h, T(1), E1, h, W2, h, T(1), f.dU, dout);
-                run_rows(m_act2, k.A, f.E2, bl, f.dA, nullptr);
-                std::copy_n(k.U, bl * dout, UP);
+                // Through the inner gradients, chunk by chunk in reverse (the substitution's
+                // adjoint: a chunk's D, U, Z have their whole adjoints once the later chunks
+                // are done). Per chunk from s0 (p = s0 - 1, its memory al_p W + be_p S + the
+                // earlier chunks' gradients): D = UW o act'(A), UW = U W2_p, u = u(P, V),
+                // P = Z W2_p^T, Z = act(A), A = K W1_p^T.
+                const bool multi = bl > tp.chunk;
+                const std::size_t chunk = tp.chunk;
+                if (multi)
+                    std::fill_n(f.dKK, bl * bl, T(0));
+                T* const E1 = f.E;  // [E1; Z]: E1 = dD o act'(A), the adjoint of UW
+                T* const UP = f.UP;  // [U; dP]
                 T* const dP = UP + bl * dout;
-                for (std::size_t t = 0; t < bl; ++t) {
-                    src.pred = k.P + t * dout;
-                    src.value = k.V + t * dout;
-                    src.u = f.dU + t * dout;
-                    this->template call<Params, Hyper>(this->m_inner_bwd, src);
-                    std::copy_n(this->m_inner_bwd.template data<0>(), dout, dP + t * dout);
-                    std::copy_n(this->m_inner_bwd.template data<1>(), dout, f.dV + t * dout);
+                const std::size_t nch = (bl + chunk - 1) / chunk;
+                for (std::size_t j = nch; j-- > 0;) {
+                    const std::size_t s0 = j * chunk, cl = std::min(chunk, bl - s0), q = s0 ? s0 - 1 : 0;
+                    const T ap = s0 ? k.al[q] : T(1), bp = s0 ? k.be[q] : T(0);
+                    const T* gq = k.Ga + q * b;
+                    for (std::size_t t = s0; t < s0 + cl; ++t) {
+                        f.ap[t] = ap;
+                        f.bp[t] = bp;
+                    }
+                    T *E1c = E1 + s0 * h, *E2c = f.E2 + s0 * h, *dAc = f.dA + s0 * h, *dUc = f.dU + s0 * dout,
+                      *dZc = f.dZ + s0 * h, *dPc = dP + s0 * dout;
+                    const T *Ac = k.A + s0 * h, *Zc = k.Z + s0 * h, *Zpc = k.Zp + s0 * h, *Uc = k.U + s0 * dout,
+                            *UWc = k.UW + s0 * h, *dDc = f.dD + s0 * h;
+                    for (std::size_t i = 0; i < cl * h; ++i) {
+                        const T dd = dDc[i];
+                        E1c[i] = dd * Zpc[i];
+                        E2c[i] = dd * UWc[i];  // times act''(A), below
+                    }
+                    run_rows(m_act2, Ac, E2c, cl, dAc, nullptr);
+                    // UW: dU += E1 W2_p^T.
+                    if (s0 == 0) {
+                        gemm(false, true, cl, dout, h, T(1), E1c, h, W2, h, T(1), dUc, dout);
+                    } else {
+                        gemm(false, true, cl, 2 * dout, h, T(1), E1c, h, W2, h, T(0), f.X2, 2 * dout);
+                        for (std::size_t t = 0; t < cl; ++t) {
+                            const T *x1 = f.X2 + t * 2 * dout, *x2 = x1 + dout, *u = Uc + t * dout;
+                            f.dal[q] += dot(u, x1, dout);
+                            f.dbe[q] += dot(u, x2, dout);
+                            T* du = dUc + t * dout;
+                            for (std::size_t i = 0; i < dout; ++i)
+                                du[i] += ap * x1[i] + bp * x2[i];
+                        }
+                        // (Ga_p o U U^T) Z: O = E1 Z^T.
+                        gemm(false, true, cl, s0, h, T(1), E1c, h, k.Z, h, T(0), f.O, s0);
+                        sum_adjoint(gq, k.UU + s0 * bl, bl, f.O, cl, s0, dGa + q * b, f.Om, f.W);
+                        gemm(true, false, s0, h, cl, T(1), f.W, s0, E1c, h, T(1), f.dZ, h);
+                        gemm(false, false, cl, dout, s0, T(1), f.Om, s0, k.U, dout, T(1), dUc, dout);
+                        gemm(true, false, s0, dout, cl, T(1), f.Om, s0, Uc, dout, T(1), f.dU, dout);
+                    }
+                    // u = u(P, V): dP, dV.
+                    for (std::size_t t = s0; t < s0 + cl; ++t) {
+                        src.pred = k.P + t * dout;
+                        src.value = k.V + t * dout;
+                        src.u = f.dU + t * dout;
+                        this->template call<Params, Hyper>(this->m_inner_bwd, src);
+                        std::copy_n(this->m_inner_bwd.template data<0>(), dout, dP + t * dout);
+                        std::copy_n(this->m_inner_bwd.template data<1>(), dout, f.dV + t * dout);
+                    }
+                    // P: dZ += dP W2_p.
+                    if (s0 == 0) {
+                        gemm(false, false, cl, h, dout, T(1), dPc, dout, W2, h, T(1), dZc, h);
+                    } else {
+                        const T* PZc = k.PZ + s0 * 2 * dout;
+                        for (std::size_t t = 0; t < cl; ++t) {
+                            f.dal[q] += dot(dPc + t * dout, PZc + t * 2 * dout, dout);
+                            f.dbe[q] += dot(dPc + t * dout, PZc + t * 2 * dout + dout, dout);
+                        }
+                        scaled_side_by_side(ap, bp, dPc, cl, dout, f.GU);
+                        gemm(false, false, cl, h, 2 * dout, T(1), f.GU, 2 * dout, W2, h, T(1), dZc, h);
+                        // (Ga_p o Z Z^T) U: O = dP U^T.
+                        gemm(false, true, cl, s0, dout, T(1), dPc, dout, k.U, dout, T(0), f.O, s0);
+                        sum_adjoint(gq, k.ZZ + s0 * bl, bl, f.O, cl, s0, dGa + q * b, f.Om, f.W);
+                        gemm(true, false, s0, dout, cl, T(1), f.W, s0, dPc, dout, T(1), f.dU, dout);
+                        gemm(false, false, cl, h, s0, T(1), f.Om, s0, k.Z, h, T(1), dZc, h);
+                        gemm(true, false, s0, h, cl, T(1), f.Om, s0, Zc, h, T(1), f.dZ, h);
+                    }
+                    for (std::size_t i = 0; i < cl * h; ++i)
+                        dAc[i] += dZc[i] * Zpc[i];
+                    // A (its products with K W1_p^T after the loop).
+                    if (s0 != 0) {
+                        const T* AKc = k.AK + s0 * 2 * h;
+                        for (std::size_t t = 0; t < cl; ++t) {
+                            f.dal[q] += dot(dAc + t * h, AKc + t * 2 * h, h);
+                            f.dbe[q] += dot(dAc + t * h, AKc + t * 2 * h + h, h);
+                        }
+                        // (Ga_p o K K^T) D: O = dA D^T.
+                        gemm(false, true, cl, s0, h, T(1), dAc, h, k.D, h, T(0), f.O, s0);
+                        sum_adjoint(gq, k.KK + s0 * bl, bl, f.O, cl, s0, dGa + q * b, f.Om, f.W);
+                        gemm(true, false, s0, h, cl, T(1), f.W, s0, dAc, h, T(1), f.dD, h);
+                        for (std::size_t t = 0; t < cl; ++t)
+                            std::copy_n(f.Om + t * s0, s0, f.dKK + (s0 + t) * bl);
+                    }
                 }
-                gemm(true, false, dout, h, 2 * bl, T(1), UP, dout, E1, h, T(1), dM2, h);
-                gemm(false, false, bl, h, dout, T(1), dP, dout, W2, h, T(1), f.dZ, h);
-                for (std::size_t i = 0; i < bl * h; ++i)
-                    f.dA[i] += f.dZ[i] * k.Zp[i];
-                gemm(false, false, bl, di, h, T(1), f.dA, h, W1, di, T(1), f.dK, di);
-                gemm(true, false, h, di, bl, T(1), f.dA, h, k.K, di, T(1), dM, di);
+                // The products with the block's start: [dW2; dS2] += [ap U | bp U; ap dP |
+                // bp dP]^T [E1; Z]; dK += [ap dA | bp dA] [W1; S1], [dW1; dS1] += [ap dA |
+                // bp dA]^T K (in a block of one chunk ap = 1, bp = 0: the S halves skipped).
+                std::copy_n(k.U, bl * dout, UP);
+                std::copy_n(k.Z, bl * h, E1 + bl * h);
+                if (!multi) {
+                    gemm(true, false, dout, h, 2 * bl, T(1), UP, dout, E1, h, T(1), dM2, h);
+                    gemm(false, false, bl, di, h, T(1), f.dA, h, W1, di, T(1), f.dK, di);
+                    gemm(true, false, h, di, bl, T(1), f.dA, h, k.K, di, T(1), dM, di);
+                } else {
+                    side_by_side(f.ap, f.bp, UP, bl, dout, f.GUP);
+                    side_by_side(f.ap, f.bp, dP, bl, dout, f.GUP + bl * 2 * dout);
+                    gemm(true, false, 2 * dout, h, 2 * bl, T(1), f.GUP, 2 * dout, E1, h, T(1), dM2, h);
+                    side_by_side(f.ap, f.bp, f.dA, bl, h, f.GD);
+                    gemm(false, false, bl, di, 2 * h, T(1), f.GD, 2 * h, W1, di, T(1), f.dK, di);
+                    gemm(true, false, 2 * h, di, bl, T(1), f.GD, 2 * h, k.K, di, T(1), dM, di);
+                    // dK += (dKK + dKK^T) K.
+                    for (std::size_t s = 0; s < bl; ++s)
+                        for (std::size_t t = 0; t < bl; ++t)
+                            f.O[s * bl + t] = f.dKK[s * bl + t] + f.dKK[t * bl + s];
+                    gemm(false, false, bl, di, bl, T(1), f.O, bl, k.K, di, T(1), f.dK, di);
+                }
             } else {
                 // The inner gradient is a constant: nothing flows through u or k.
                 std::fill_n(f.dK, bl * di, T(0));
@@ -386,6 +535,45 @@ private:
                 dGa[t * b + s] += low ? O[t * bl + s] * X[t * bl + s] : T(0);
                 Om[t * bl + s] = low ? O[t * bl + s] * Ga[t * b + s] : T(0);
             }
+    }
+    /// The adjoint of a substitution sum (Ga_p o X) Y (rows x cols of X, X's rows of ld)
+    /// given O = (its adjoint) Y^T: dg += sum over rows of O o X; Om = g o O (the adjoint
+    /// of X); W = g o X (its weights, for the adjoint of Y).
+    static void sum_adjoint(const T* g, const T* X, std::size_t ld, const T* O, std::size_t rows, std::size_t cols,
+                            T* dg, T* Om, T* W) {
+        for (std::size_t t = 0; t < rows; ++t)
+            for (std::size_t s = 0; s < cols; ++s) {
+                const T o = O[t * cols + s], x = X[t * ld + s];
+                dg[s] += o * x;
+                Om[t * cols + s] = g[s] * o;
+                W[t * cols + s] = g[s] * x;
+            }
+    }
+    /// out = a A1 + b A2 with [A1 | A2] = AS (rows x 2n).
+    static void combine_rows(T a, T b, const T* AS, std::size_t rows, std::size_t n, T* out) {
+        for (std::size_t t = 0; t < rows; ++t) {
+            const T* x = AS + t * 2 * n;
+            T* o = out + t * n;
+            for (std::size_t i = 0; i < n; ++i)
+                o[i] = a * x[i] + b * x[n + i];
+        }
+    }
+    /// W = g o X over rows x cols (g one row of Ga, X's rows of ld), W's rows of cols.
+    static void weigh(const T* g, const T* X, std::size_t ld, std::size_t rows, std::size_t cols, T* W) {
+        for (std::size_t t = 0; t < rows; ++t)
+            for (std::size_t s = 0; s < cols; ++s)
+                W[t * cols + s] = g[s] * X[t * ld + s];
+    }
+    /// [a X | b X], (rows x 2n), from X (rows x n).
+    static void scaled_side_by_side(T a, T b, const T* X, std::size_t rows, std::size_t n, T* out) {
+        for (std::size_t s = 0; s < rows; ++s) {
+            const T* x = X + s * n;
+            T* o = out + s * 2 * n;
+            for (std::size_t i = 0; i < n; ++i) {
+                o[i] = a * x[i];
+                o[n + i] = b * x[i];
+            }
+        }
     }
     /// [diag(g) X | diag(f) X], (bl x 2n), from X (bl x n).
     static void side_by_side(const T* g, const T* f, const T* X, std::size_t bl, std::size_t n, T* out) {
@@ -439,17 +627,22 @@ private:
         const T *K, *Q, *V;
         T *P, *U, *A, *Z, *Zp, *UW, *D, *QWS, *R, *Rp, *RWS, *QK, *RZ;
         T *al, *be, *ep, *Ga, *Ph;
+        T *AK, *PZ, *KK, *ZZ, *UU;  // the substitution's (blocks of several chunks)
     };
     /// The buffers of a run: the tape's per-token quantities (sized by the forward) and the
     /// block scratch (the forward's part, or with `backward` all of it), as pointers.
-    /// QWS = Q [W1; S1]^T and RWS = R [W2; S2]^T, (bl, 2h) and (bl, 2 dout) a block.
+    /// QWS = Q [W1; S1]^T and RWS = R [W2; S2]^T, (bl, 2h) and (bl, 2 dout) a block; in
+    /// blocks of several chunks also AK = K [W1; S1]^T, PZ = Z [W2; S2]^T and the Gram
+    /// matrices K K^T, Z Z^T, U U^T (bl, bl) of the substitution.
     struct frame {
         T *K, *V, *Q, *C, *P, *U, *A, *Z, *Zp, *UW, *D, *QWS, *R, *Rp, *RWS, *QK, *RZ, *Co;
+        T *AK, *PZ, *KK, *ZZ, *UU;
         T *W, *H, *GD, *GU;
         T *dGa = nullptr, *dPh = nullptr, *dal = nullptr, *dbe = nullptr, *dep = nullptr, *dcoef = nullptr,
           *X = nullptr, *Yz = nullptr, *dD = nullptr, *dU = nullptr, *dZ = nullptr, *dH = nullptr, *dA = nullptr,
           *dK = nullptr, *dQ = nullptr, *dV = nullptr, *E = nullptr, *E2 = nullptr, *UP = nullptr, *O = nullptr,
-          *Om = nullptr, *dM = nullptr, *Ab = nullptr, *stack = nullptr;
+          *Om = nullptr, *dM = nullptr, *Ab = nullptr, *stack = nullptr, *ap = nullptr, *bp = nullptr,
+          *X2 = nullptr, *GUP = nullptr, *dKK = nullptr;
         std::size_t b, bb, coef_size;
 
         frame(tape& tp, std::vector<T>& scratch, bool backward) : b(tp.block), bb(tp.block * tp.block) {
@@ -462,12 +655,17 @@ private:
                               oZp = sq(len * h), oUW = sq(len * h), oD = sq(len * h), oQWS = sq(2 * len * h),
                               oR = sq(len * h), oRp = sq(len * h), oRWS = sq(2 * len * dout), oQK = sq(len * b),
                               oRZ = sq(len * b), oCo = sq(nblocks * coef_size);
+            const bool multi = tp.block > tp.chunk;
+            const std::size_t oAK = sq(multi ? 2 * len * h : 0), oPZ = sq(multi ? 2 * len * dout : 0),
+                              oKK = sq(multi ? len * b : 0), oZZ = sq(multi ? len * b : 0),
+                              oUU = sq(multi ? len * b : 0);
             if (!backward)
                 tp.seq.resize(sq.size);
             T* const s = tp.seq.data();
             K = s + oK, V = s + oV, Q = s + oQ, C = s + oC, P = s + oP, U = s + oU, A = s + oA, Z = s + oZ,
             Zp = s + oZp, UW = s + oUW, D = s + oD, QWS = s + oQWS, R = s + oR, Rp = s + oRp, RWS = s + oRWS,
             QK = s + oQK, RZ = s + oRZ, Co = s + oCo;
+            AK = s + oAK, PZ = s + oPZ, KK = s + oKK, ZZ = s + oZZ, UU = s + oUU;
             carve cs;
             const std::size_t cW = cs(bb), cH = cs(b * h), cGD = cs(2 * b * h), cGU = cs(2 * b * dout);
             const std::size_t forward_size = cs.size;
@@ -477,7 +675,8 @@ private:
                               cdK = cs(b * di), cdQ = cs(b * di), cdV = cs(b * dout), cE = cs(2 * b * h),
                               cE2 = cs(b * h), cUP = cs(2 * b * dout), cO = cs(bb), cOm = cs(bb),
                               cdM = cs(2 * msz), cAb = cs(len * base::batched_width),
-                              cst = cs(base::rows::stack_size(d));
+                              cst = cs(base::rows::stack_size(d)), cap = cs(b), cbp = cs(b),
+                              cX2 = cs(2 * b * dout), cGUP = cs(4 * b * dout), cdKK = cs(bb);
             const std::size_t need = backward ? cs.size : forward_size;
             if (scratch.size() < need)
                 scratch.resize(need);
@@ -488,7 +687,7 @@ private:
                 dcoef = ch + cdcoef, X = ch + cX, Yz = ch + cYz, dD = ch + cdD, dU = ch + cdU, dZ = ch + cdZ,
                 dH = ch + cdH, dA = ch + cdA, dK = ch + cdK, dQ = ch + cdQ, dV = ch + cdV, E = ch + cE,
                 E2 = ch + cE2, UP = ch + cUP, O = ch + cO, Om = ch + cOm, dM = ch + cdM, Ab = ch + cAb,
-                stack = ch + cst;
+                stack = ch + cst, ap = ch + cap, bp = ch + cbp, X2 = ch + cX2, GUP = ch + cGUP, dKK = ch + cdKK;
             }
         }
         blk block(std::size_t c, std::size_t t0) const {
@@ -497,7 +696,8 @@ private:
                     A + t0 * h,      Z + t0 * h,    Zp + t0 * h,   UW + t0 * h,          D + t0 * h,
                     QWS + 2 * t0 * h, R + t0 * h,   Rp + t0 * h,   RWS + 2 * t0 * dout,  QK + t0 * b,
                     RZ + t0 * b,     al,            al + b,        al + 2 * b,           al + 3 * b,
-                    al + 3 * b + bb};
+                    al + 3 * b + bb, AK + 2 * t0 * h, PZ + 2 * t0 * dout, KK + t0 * b, ZZ + t0 * b,
+                    UU + t0 * b};
         }
     };
 };

@@ -87,14 +87,15 @@ struct run_options {
     bool chunked_form = false;
     /// Runs take the dual form (memory/dual.hpp, memory/dual_mlp.hpp) where it applies
     /// (`sequence_memory::has_dual_form`) and a call starts at a chunk boundary (in the
-    /// sequential form, linear memories only, `has_sequential_dual_form`: has 4 tokens or
-    /// more). False runs the compiled step token by token (for tests and ablations).
+    /// sequential form: has 4 tokens or more). False runs the compiled step token by token
+    /// (for tests and ablations).
     bool dual_form = true;
-    /// Block size of the linear dual form in tokens, rounded up to a multiple of `chunk`; the
-    /// result does not depend on it (up to rounding). 0 chooses: one chunk when `chunk` >= 16;
-    /// for sequential runs 16 tokens (32 through the layer's `forward(context)`, whose tapes
-    /// are kept for a later backward); else 32 tokens. Sequential calls of fewer than 4 tokens
-    /// run token by token. The MLP dual form always runs blocks of one chunk.
+    /// Block size of the dual form in tokens, rounded up to a multiple of `chunk`; the result
+    /// does not depend on it (up to rounding). 0 chooses: one chunk when `chunk` >= 16; for
+    /// sequential runs 16 tokens (linear memories: 32 through the layer's
+    /// `forward(context)`, whose tapes are kept for a later backward); else 32 tokens for
+    /// linear memories, one chunk for MLP memories. Sequential calls of fewer than 4 tokens
+    /// run token by token.
     std::size_t dual_block = 0;
     /// The sequences of the batch run in parallel on this many threads (at most one per
     /// sequence; the calling thread is one of them); 0 means std::thread::hardware_concurrency().
@@ -171,11 +172,12 @@ public:
     using state_type = memory_state<T>;
 
     /// Whether runs of this memory can take a dual form (read off the expressions at
-    /// compile time): a linear memory's (memory/dual.hpp), sequential and chunked runs; an
-    /// MLP memory's (memory/dual_mlp.hpp), chunked runs.
+    /// compile time): a linear memory's (memory/dual.hpp) or a two-layer MLP memory's
+    /// (memory/dual_mlp.hpp), sequential and chunked runs.
     static constexpr bool has_dual_form = has_dual_form_v<Spec>;
-    /// Whether sequential runs take it too (linear memories).
-    static constexpr bool has_sequential_dual_form = has_linear_dual_form_v<Spec>;
+    /// Whether sequential runs take it too (by forward substitution over each block): the
+    /// same as `has_dual_form`.
+    static constexpr bool has_sequential_dual_form = has_dual_form_v<Spec>;
 
     /// Sizes and offsets of the tensors in a state: M[0..n), S[0..n), G[0..n).
     static constexpr std::array<std::size_t, n> sizes = [] {
@@ -646,6 +648,10 @@ private:
     static std::size_t dual_block(const run_options& opt, bool tape_kept) {
         const std::size_t c = opt.chunk;
         if (opt.dual_block == 0 && c >= 16) return c;
+        if constexpr (!has_linear_dual_form_v<Spec>) {
+            // MLP memories: chunked runs in blocks of one chunk, sequential ones of 16 tokens.
+            if (opt.dual_block == 0) return c == 1 ? 16 : c;
+        }
         const std::size_t want = opt.dual_block ? opt.dual_block : (c == 1 && !tape_kept ? 16 : 32);
         return (want + c - 1) / c * c;
     }
