@@ -92,6 +92,11 @@ mkdir -p "$OUT_DIR" "$(dirname "$REPORT")"
 openblas_core() {
     OPENBLAS_VERBOSE=2 "$BENCH" --config sgemm256 --runs 1 --seconds 0.05 2>&1 | sed -n 's/^Core: //p' | head -n 1
 }
+if [ "${OPENBLAS_PINNED:-0}" = 1 ] && [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+    echo "compare: OPENBLAS_PINNED=1, but the environment pins no kernels (OPENBLAS_CORETYPE is unset);" \
+         "to pin them: OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=512 OPENBLAS_PINNED=1 $0" >&2
+    exit 2
+fi
 if [ "${OPENBLAS_PINNED:-0}" = 1 ] && [ -n "${OPENBLAS_CORETYPE:-}" ]; then
     CORE_NOTE="pinned by the environment for both sides (OPENBLAS_PINNED=1): OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE${OPENBLAS_L2_SIZE:+, OPENBLAS_L2_SIZE=$OPENBLAS_L2_SIZE}"
 elif [ -n "${OPENBLAS_CORETYPE:-}${OPENBLAS_L2_SIZE:-}" ]; then

@@ -15,7 +15,8 @@
 //   token by token to 1e-12, for blocks of 1 to beyond the length, first order, from
 //   states, with threads; chunked runs in blocks of several chunks likewise (the blocks
 //   split at the last chunk's start, where the state's G is taken);
-// * MLPs with a bias, a residual or three layers do not take the form;
+// * a sequence whose tape would exceed `run_options::state_budget_bytes` takes the compiled
+//   step; MLPs with a bias, a residual or three layers do not take the form;
 // * a control: the comparison fails when one run's parameters differ;
 // * the token gradient and a meta-gradient of the dual path against central differences
 //   of its own loss;
@@ -145,6 +146,13 @@ TEST_CASE("MLP memories: calls inside a chunk take the plain form; streaming") {
     const auto s3 = memory.meta_gradient(p, h, tokens, targets, {.chunk = 1});
     const auto s4 = memory.meta_gradient(p, h, tokens, targets, {.chunk = 1, .dual_form = false});
     CHECK(compare_results(s3, s4, true).err > 0);  // the dual form ran (equal to 1e-12 above)
+    // A tape over the state budget: the compiled step (with its checkpoints), bit for bit.
+    const std::size_t tape = memory_t::dual_tape_bytes({.chunk = 1}, 14);
+    CHECK(tape > 0);
+    const auto s5 = memory.meta_gradient(p, h, tokens, targets, {.chunk = 1, .state_budget_bytes = tape - 1});
+    CHECK(compare_results(s5, s4, true).err == 0);
+    const auto s6 = memory.meta_gradient(p, h, tokens, targets, {.chunk = 1, .state_budget_bytes = tape});
+    CHECK(compare_results(s6, s3, true).err == 0);
     // Streamed in pieces (calls starting on and off chunk boundaries), backward from the
     // last piece: equal to one call.
     mm::run_options opt;

@@ -622,6 +622,36 @@ private:
         std::copy_n(in + 2 * n1 + n2, n2, pub + msz + n1);
     }
 
+    /// The per-token quantities of a sequence's tape: offsets in `tape::seq` and its size.
+    struct layout {
+        std::size_t K, V, Q, C, P, U, A, Z, Zp, UW, D, QWS, R, Rp, RWS, QK, RZ, Co, AK, PZ, KK, ZZ, UU, size;
+        layout(std::size_t len, std::size_t nblocks, std::size_t b, bool multi) {
+            dual_detail::carve sq;
+            K = sq(len * di), V = sq(len * dout), Q = sq(len * di), C = sq(5 * len), P = sq(len * dout),
+            U = sq(len * dout), A = sq(len * h), Z = sq(len * h), Zp = sq(len * h), UW = sq(len * h),
+            D = sq(len * h), QWS = sq(2 * len * h), R = sq(len * h), Rp = sq(len * h), RWS = sq(2 * len * dout),
+            QK = sq(len * b), RZ = sq(len * b), Co = sq(nblocks * (3 * b + 2 * b * b));
+            // The substitution's, in blocks of several chunks.
+            AK = sq(multi ? 2 * len * h : 0), PZ = sq(multi ? 2 * len * dout : 0), KK = sq(multi ? len * b : 0),
+            ZZ = sq(multi ? len * b : 0), UU = sq(multi ? len * b : 0);
+            size = sq.size;
+        }
+    };
+
+public:
+    /// The bytes the tape of a sequence of `len` tokens takes (its per-token quantities and
+    /// the state at every block start), run in blocks of `b` tokens of chunks of `chunk`:
+    /// O(h) numbers a token, against O(d) for a linear memory. The driver takes the dual
+    /// form only where this fits `run_options::state_budget_bytes`.
+    static std::size_t tape_bytes(std::size_t len, std::size_t chunk, std::size_t b) {
+        if (len == 0) return 0;
+        if (b < chunk) b = chunk;
+        if (b > len) b = len;
+        const std::size_t nblocks = len / b + 2;  // at most: one more where the last chunk splits a block
+        return (layout(len, nblocks, b, b > chunk).size + (nblocks + 1) * 2 * msz) * sizeof(T);
+    }
+
+private:
     /// One block's rows of the tape.
     struct blk {
         const T *K, *Q, *V;
@@ -649,23 +679,14 @@ private:
             using carve = dual_detail::carve;
             const std::size_t len = tp.len, nblocks = tp.blocks.size() - 1;
             coef_size = 3 * b + 2 * bb;
-            carve sq;
-            const std::size_t oK = sq(len * di), oV = sq(len * dout), oQ = sq(len * di), oC = sq(5 * len),
-                              oP = sq(len * dout), oU = sq(len * dout), oA = sq(len * h), oZ = sq(len * h),
-                              oZp = sq(len * h), oUW = sq(len * h), oD = sq(len * h), oQWS = sq(2 * len * h),
-                              oR = sq(len * h), oRp = sq(len * h), oRWS = sq(2 * len * dout), oQK = sq(len * b),
-                              oRZ = sq(len * b), oCo = sq(nblocks * coef_size);
-            const bool multi = tp.block > tp.chunk;
-            const std::size_t oAK = sq(multi ? 2 * len * h : 0), oPZ = sq(multi ? 2 * len * dout : 0),
-                              oKK = sq(multi ? len * b : 0), oZZ = sq(multi ? len * b : 0),
-                              oUU = sq(multi ? len * b : 0);
+            const layout o(len, nblocks, b, tp.block > tp.chunk);
             if (!backward)
-                tp.seq.resize(sq.size);
+                tp.seq.resize(o.size);
             T* const s = tp.seq.data();
-            K = s + oK, V = s + oV, Q = s + oQ, C = s + oC, P = s + oP, U = s + oU, A = s + oA, Z = s + oZ,
-            Zp = s + oZp, UW = s + oUW, D = s + oD, QWS = s + oQWS, R = s + oR, Rp = s + oRp, RWS = s + oRWS,
-            QK = s + oQK, RZ = s + oRZ, Co = s + oCo;
-            AK = s + oAK, PZ = s + oPZ, KK = s + oKK, ZZ = s + oZZ, UU = s + oUU;
+            K = s + o.K, V = s + o.V, Q = s + o.Q, C = s + o.C, P = s + o.P, U = s + o.U, A = s + o.A, Z = s + o.Z,
+            Zp = s + o.Zp, UW = s + o.UW, D = s + o.D, QWS = s + o.QWS, R = s + o.R, Rp = s + o.Rp, RWS = s + o.RWS,
+            QK = s + o.QK, RZ = s + o.RZ, Co = s + o.Co;
+            AK = s + o.AK, PZ = s + o.PZ, KK = s + o.KK, ZZ = s + o.ZZ, UU = s + o.UU;
             carve cs;
             const std::size_t cW = cs(bb), cH = cs(b * h), cGD = cs(2 * b * h), cGU = cs(2 * b * dout);
             const std::size_t forward_size = cs.size;

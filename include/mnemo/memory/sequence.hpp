@@ -104,7 +104,9 @@ struct run_options {
     /// agree across thread counts up to the order of the floating-point summation.
     std::size_t threads = 1;
     /// With `checkpoint = 0`: the most memory, in bytes, that the kept states of one sequence
-    /// may take (per thread) before checkpointing sets in.
+    /// may take (per thread) before checkpointing sets in. An MLP memory's dual form, whose
+    /// tape keeps O(h) numbers a token and a state per block, runs only where that tape fits
+    /// (about 2000 tokens of d 64, h 256 in 64 MiB); longer calls take the compiled step.
     std::size_t state_budget_bytes = std::size_t(64) << 20;
     /// `meta_gradient` also returns the gradient of the loss with respect to the tokens
     /// (`result::token_grads`, (B, T, d)). The layer's `backward` does unless told not to
@@ -206,6 +208,16 @@ public:
         if (opt.checkpoint) return std::min(opt.checkpoint, length);
         if (length <= opt.state_budget_bytes / (state_size * sizeof(T))) return length;
         return std::min(length, std::max<std::size_t>(1, std::size_t(std::ceil(std::sqrt(double(length))))));
+    }
+
+    /// The bytes one sequence's tape takes in the MLP dual form for a call of `length` tokens
+    /// with `opt` (0 for other memories, whose tapes keep O(d) numbers a token); the form
+    /// runs where they fit `run_options::state_budget_bytes`.
+    static std::size_t dual_tape_bytes(const run_options& opt, std::size_t length) {
+        if constexpr (has_mlp_dual_form_v<Spec>)
+            return dual_type::tape_bytes(length, opt.chunk, dual_block(opt, false));
+        else
+            return 0;
     }
 
     /// What a forward or meta-gradient call returns.
@@ -632,7 +644,11 @@ private:
         if constexpr (has_dual_form) {
             // A sequential call of a few tokens runs faster token by token (measured: the
             // block's products cost more than one to three steps).
-            const bool takes_dual = sequential ? has_sequential_dual_form && len >= 4 : position % opt.chunk == 0;
+            bool takes_dual = sequential ? has_sequential_dual_form && len >= 4 : position % opt.chunk == 0;
+            // An MLP memory's tape holds O(h) numbers a token and a state per block: longer
+            // sequences take the compiled step, whose checkpoints keep the budget.
+            if (takes_dual && opt.dual_form)
+                takes_dual = dual_tape_bytes(opt, len) <= opt.state_budget_bytes;
             if (opt.dual_form && takes_dual) return form::dual;
         }
         return sequential ? form::sequential : form::chunked;
