@@ -44,6 +44,16 @@ inline void gemm_acc(bool ta, bool tb, int m, int n, int k, float alpha, const f
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, a,
                 lda, b, ldb, beta, c, ldc);
 }
+/// y = alpha op(A) x + beta y, with A stored as (rows, cols) of row stride lda and x of
+/// stride incx.
+inline void gemv_acc(bool ta, int rows, int cols, double alpha, const double* a, int lda, const double* x, int incx,
+                     double beta, double* y) {
+    cblas_dgemv(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, rows, cols, alpha, a, lda, x, incx, beta, y, 1);
+}
+inline void gemv_acc(bool ta, int rows, int cols, float alpha, const float* a, int lda, const float* x, int incx,
+                     float beta, float* y) {
+    cblas_sgemv(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, rows, cols, alpha, a, lda, x, incx, beta, y, 1);
+}
 /// y = op(A) x, with A stored as (rows, cols).
 inline void gemv(bool ta, int rows, int cols, const double* a, const double* x, double* y) {
     cblas_dgemv(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, rows, cols, 1.0, a, cols, x, 1, 0.0, y, 1);
