@@ -622,6 +622,8 @@ private:
         std::copy_n(in + 2 * n1 + n2, n2, pub + msz + n1);
     }
 
+    /// A block's coefficients: alpha, beta, eps (b each), Gamma, Phi (b x b each).
+    static constexpr std::size_t coef_size(std::size_t b) { return 3 * b + 2 * b * b; }
     /// The per-token quantities of a sequence's tape: offsets in `tape::seq` and its size.
     struct layout {
         std::size_t K, V, Q, C, P, U, A, Z, Zp, UW, D, QWS, R, Rp, RWS, QK, RZ, Co, AK, PZ, KK, ZZ, UU, size;
@@ -630,7 +632,7 @@ private:
             K = sq(len * di), V = sq(len * dout), Q = sq(len * di), C = sq(5 * len), P = sq(len * dout),
             U = sq(len * dout), A = sq(len * h), Z = sq(len * h), Zp = sq(len * h), UW = sq(len * h),
             D = sq(len * h), QWS = sq(2 * len * h), R = sq(len * h), Rp = sq(len * h), RWS = sq(2 * len * dout),
-            QK = sq(len * b), RZ = sq(len * b), Co = sq(nblocks * (3 * b + 2 * b * b));
+            QK = sq(len * b), RZ = sq(len * b), Co = sq(nblocks * coef_size(b));
             // The substitution's, in blocks of several chunks.
             AK = sq(multi ? 2 * len * h : 0), PZ = sq(multi ? 2 * len * dout : 0), KK = sq(multi ? len * b : 0),
             ZZ = sq(multi ? len * b : 0), UU = sq(multi ? len * b : 0);
@@ -673,12 +675,11 @@ private:
           *dK = nullptr, *dQ = nullptr, *dV = nullptr, *E = nullptr, *E2 = nullptr, *UP = nullptr, *O = nullptr,
           *Om = nullptr, *dM = nullptr, *Ab = nullptr, *stack = nullptr, *ap = nullptr, *bp = nullptr,
           *X2 = nullptr, *GUP = nullptr, *dKK = nullptr;
-        std::size_t b, bb, coef_size;
+        std::size_t b, bb;
 
         frame(tape& tp, std::vector<T>& scratch, bool backward) : b(tp.block), bb(tp.block * tp.block) {
             using carve = dual_detail::carve;
             const std::size_t len = tp.len, nblocks = tp.blocks.size() - 1;
-            coef_size = 3 * b + 2 * bb;
             const layout o(len, nblocks, b, tp.block > tp.chunk);
             if (!backward)
                 tp.seq.resize(o.size);
@@ -712,7 +713,7 @@ private:
             }
         }
         blk block(std::size_t c, std::size_t t0) const {
-            T* al = Co + c * coef_size;
+            T* al = Co + c * coef_size(b);
             return {K + t0 * di,     Q + t0 * di,   V + t0 * dout, P + t0 * dout,        U + t0 * dout,
                     A + t0 * h,      Z + t0 * h,    Zp + t0 * h,   UW + t0 * h,          D + t0 * h,
                     QWS + 2 * t0 * h, R + t0 * h,   Rp + t0 * h,   RWS + 2 * t0 * dout,  QK + t0 * b,

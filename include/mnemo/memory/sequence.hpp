@@ -644,11 +644,10 @@ private:
         if constexpr (has_dual_form) {
             // A sequential call of a few tokens runs faster token by token (measured: the
             // block's products cost more than one to three steps).
-            bool takes_dual = sequential ? has_sequential_dual_form && len >= 4 : position % opt.chunk == 0;
             // An MLP memory's tape holds O(h) numbers a token and a state per block: longer
             // sequences take the compiled step, whose checkpoints keep the budget.
-            if (takes_dual && opt.dual_form)
-                takes_dual = dual_tape_bytes(opt, len) <= opt.state_budget_bytes;
+            const bool takes_dual = (sequential ? has_sequential_dual_form && len >= 4 : position % opt.chunk == 0) &&
+                                    dual_tape_bytes(opt, len) <= opt.state_budget_bytes;
             if (opt.dual_form && takes_dual) return form::dual;
         }
         return sequential ? form::sequential : form::chunked;
